@@ -1,0 +1,101 @@
+"""A quine's own configuration: sizes, activations, initialisation and projection scheme.
+
+It lives with the models (not the trainers) so that `export` can rebuild a trained quine from a
+workdir's `config.json` without importing any training code.
+"""
+
+import dataclasses
+import math
+
+KINDS = ('vanilla', 'auxiliary')
+ACTIVATIONS = ('selu', 'relu', 'tanh', 'linear')
+INITS = ('paper_uniform', 'he_normal')
+
+# uniform(+-1/sqrt(100)) has std 0.1/sqrt(3) ~= 0.0577: the projection matches the weights' scale.
+PAPER_PROJECTION_STD = 0.1 / math.sqrt(3.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of a quine.
+
+  Attributes:
+    kind: 'vanilla' (replicates only) or 'auxiliary' (replicates and classifies).
+    width: hidden units d; every hidden matrix is d x d.
+    num_hidden: number of learnable d x d hidden matrices (the paper: 2).
+    activation: activation after each hidden matrix.
+    output_activation: activation of the weight-prediction output.
+    init: 'paper_uniform' (uniform(+-1/sqrt(fan_in)), matches the paper's initial losses) or
+      'he_normal' (what the paper's text says).
+    init_seed: seed of the weight initialisation.
+    projection_seed: seed of the fixed coordinate projection (and, offset by one, of the image
+      projection of an auxiliary quine).
+    projection_std: standard deviation of the fixed projection entries.
+    coordinate_units: units fed by the coordinate projection (auxiliary quines; a vanilla quine
+      uses all `width` units for the coordinate).
+    image_size: flattened image length (auxiliary quines).
+    num_classes: classes of the auxiliary task.
+    temperature: softmax temperature of the class head (logits are divided by it once).
+    image_projection_std: standard deviation of the fixed image projection entries.
+  """
+  kind: str = 'vanilla'
+  width: int = 100
+  num_hidden: int = 2
+  activation: str = 'selu'
+  output_activation: str = 'linear'
+  init: str = 'paper_uniform'
+  init_seed: int = 0
+  projection_seed: int = 0
+  projection_std: float = PAPER_PROJECTION_STD
+  coordinate_units: int = 50
+  image_size: int = 784
+  num_classes: int = 10
+  temperature: float = 0.01
+  image_projection_std: float = PAPER_PROJECTION_STD
+
+  @property
+  def num_weights(self):
+    """N, the number of trainable weights (the coordinates the quine predicts)."""
+    n = self.num_hidden * self.width * self.width + self.width  # hidden matrices + weight head
+    if self.kind == 'auxiliary':
+      n += self.width * self.num_classes  # the class head is part of theta too
+    return n
+
+  def validate(self):
+    """Raises ValueError naming the first bad field."""
+    if self.kind not in KINDS:
+      raise ValueError(f'kind={self.kind!r} is not one of {KINDS}')
+    for name in ('width', 'num_hidden'):
+      if getattr(self, name) <= 0:
+        raise ValueError(f'{name}={getattr(self, name)} must be positive')
+    for name in ('activation', 'output_activation'):
+      if getattr(self, name) not in ACTIVATIONS:
+        raise ValueError(f'{name}={getattr(self, name)!r} is not one of {ACTIVATIONS}')
+    if self.init not in INITS:
+      raise ValueError(f'init={self.init!r} is not one of {INITS}')
+    if not 0 <= self.projection_seed < 2**32 - 1:
+      raise ValueError(f'projection_seed={self.projection_seed} must be in [0, 2**32 - 1)')
+    if self.projection_std <= 0:
+      raise ValueError(f'projection_std={self.projection_std} must be positive')
+    if self.kind == 'auxiliary':
+      if not 0 < self.coordinate_units < self.width:
+        raise ValueError(f'coordinate_units={self.coordinate_units} must be in (0, width)')
+      for name in ('image_size', 'num_classes'):
+        if getattr(self, name) <= 0:
+          raise ValueError(f'{name}={getattr(self, name)} must be positive')
+      if self.temperature <= 0:
+        raise ValueError(f'temperature={self.temperature} must be positive')
+    if self.num_weights >= 2**32:
+      raise ValueError(f'{self.num_weights} weights do not fit 32-bit coordinates')
+    return self
+
+  def to_dict(self):
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+      raise ValueError(f'unknown model config fields: {sorted(unknown)}')
+    return cls(**d)

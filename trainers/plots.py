@@ -1,0 +1,71 @@
+"""Figures people would rather look at than read: weights against their predictions, and curves.
+
+Each figure is rendered once to PNG bytes, which go both to a file and to TensorBoard.
+"""
+
+import io
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+import tensorflow as tf
+
+_MAX_POINTS = 20000
+
+
+def _to_png(fig):
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=100, bbox_inches='tight')
+  plt.close(fig)
+  return buf.getvalue()
+
+
+def weights_vs_predictions_png(theta, predictions, title=''):
+  """Scatter of every weight theta_c (x) against the network's prediction f(c) (y)."""
+  theta = np.asarray(theta)
+  predictions = np.asarray(predictions)
+  if theta.size > _MAX_POINTS:  # a fixed subsample keeps huge quines readable and fast
+    idx = np.random.default_rng(0).choice(theta.size, _MAX_POINTS, replace=False)
+    theta, predictions = theta[idx], predictions[idx]
+  fig, ax = plt.subplots(figsize=(5, 5))
+  ax.scatter(theta, predictions, s=2, alpha=0.4)
+  lo = float(min(theta.min(), predictions.min()))
+  hi = float(max(theta.max(), predictions.max()))
+  ax.plot([lo, hi], [lo, hi], 'k--', lw=0.8, label='perfect copy')
+  ax.axhline(0.0, color='r', lw=0.8, label='prints zeros')
+  ax.set_xlabel('weight theta_c')
+  ax.set_ylabel('prediction f(c)')
+  ax.set_title(title, fontsize=9)
+  ax.legend(loc='upper left', fontsize=8)
+  return _to_png(fig)
+
+
+def curves_png(records, keys=('l_sr', 'rho', 'weight_rms'), x='phase', title=''):
+  """One panel per metric against `x`, from metrics.jsonl records."""
+  fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
+  axes = np.atleast_1d(axes)
+  for ax, key in zip(axes, keys):
+    pts = [(r[x], r[key]) for r in records if key in r and r[key] is not None]
+    if pts:
+      xs, ys = zip(*pts)
+      ax.plot(xs, ys, '.-')
+      if key in ('l_sr', 'weight_rms') and min(ys) > 0:
+        ax.set_yscale('log')
+    if key == 'rho':
+      ax.axhline(1.0, color='r', lw=0.8, ls='--')
+    ax.set_xlabel(x)
+    ax.set_title(key)
+  fig.suptitle(title, fontsize=9)
+  return _to_png(fig)
+
+
+def png_to_summary_image(png):
+  """A PNG as a [1, H, W, 4] uint8 tensor for tf.summary.image."""
+  return tf.image.decode_png(png, channels=4)[tf.newaxis]
+
+
+def write_png(path, png):
+  with tf.io.gfile.GFile(path, 'wb') as f:
+    f.write(png)

@@ -1,0 +1,332 @@
+"""The training library shared by the quine trainers: state, compiled steps, the phase loop.
+
+A run is a list of phases (see `TrainConfig.schedule`): an optimisation or hill-climbing epoch,
+or a regeneration. After every phase the full self-replication pass is measured over all N
+coordinates, written to metrics.jsonl and TensorBoard, and a checkpoint is saved, so rerunning the
+same command resumes where the last checkpoint left off and reproduces the same numbers (the
+shuffling and the noise are stateless functions of the seed, the phase and the step).
+
+Steps are tiny (10 coordinates), so a whole block of them is compiled into one `tf.function`
+around a `tf.range` loop; the input signatures have unknown dimensions, so the functions are
+traced once per run.
+"""
+
+import logging as std_logging
+import os
+import time
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from models import build_quine
+from trainers import metrics as metrics_lib
+from trainers import plots
+from trainers import workdir as workdir_lib
+
+_INT_SPEC = tf.TensorSpec([None, None], tf.int32)
+
+
+def make_optimizer(name, learning_rate):
+  """The Keras optimizer called `name` ('momentum' is SGD with Nesterov-free momentum 0.9)."""
+  return {
+      'sgd': lambda: keras.optimizers.SGD(learning_rate),
+      'momentum': lambda: keras.optimizers.SGD(learning_rate, momentum=0.9),
+      'adam': lambda: keras.optimizers.Adam(learning_rate),
+      'adagrad': lambda: keras.optimizers.Adagrad(learning_rate),
+      'adamax': lambda: keras.optimizers.Adamax(learning_rate),
+      'rmsprop': lambda: keras.optimizers.RMSprop(learning_rate),
+  }[name]()
+
+
+def quiet_tensorflow_logs():
+  """Hides TensorFlow's own INFO lines (one per checkpoint save), which break the progress bar."""
+  tf.get_logger().setLevel('WARNING')
+  logging.get_absl_logger().addFilter(
+      lambda r: r.levelno >= std_logging.WARNING or f'{os.sep}tensorflow{os.sep}' not in r.pathname)
+
+
+def _to_python(d):
+  return {k: float(v.numpy()) if hasattr(v, 'numpy') else v for k, v in d.items()}
+
+
+class QuineTrainer:
+  """State and compiled functions of one quine's training.
+
+  Subclasses adapt the minibatch loss (`minibatch_loss`) and may add evaluation metrics
+  (`extra_metrics`); the replication machinery is shared.
+  """
+
+  def __init__(self, config, strategy=None):
+    self.config = config
+    self.strategy = strategy or tf.distribute.get_strategy()
+    with self.strategy.scope():
+      self.model = build_quine(config.model)
+      self.optimizer = make_optimizer(config.optimizer, config.resolved_learning_rate)
+      self.optimizer.build(self.model.quine_variables)
+      # The frozen copy of theta that an epoch's minibatches regress onto.
+      self.targets = tf.Variable(self.model.flatten(), trainable=False, name='targets')
+      self.phase = tf.Variable(0, dtype=tf.int64, trainable=False, name='phase')
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+    self.num_weights = config.model.num_weights
+    self.checkpoint = tf.train.Checkpoint(
+        model=self.model, optimizer=self.optimizer, targets=self.targets, phase=self.phase,
+        step=self.step)
+    self.train_block = tf.function(self._train_block, input_signature=[_INT_SPEC])
+    self.hill_block = tf.function(
+        self._hill_block, input_signature=[_INT_SPEC, tf.TensorSpec([], tf.int64)])
+    self.predict_all = tf.function(self._predict_all, input_signature=[])
+
+  # ----------------------------------------------------------------------------- steps
+
+  def minibatch_loss(self, coordinates, training):
+    """Replication loss of a minibatch of coordinates against the frozen targets."""
+    del training
+    predictions = self.model.predict_weights(coordinates)
+    return metrics_lib.replication_loss(predictions, tf.gather(self.targets, coordinates))
+
+  def _train_block(self, batches):
+    """Runs one gradient step per row of `batches` [S, B]; returns the mean minibatch loss."""
+    variables = self.model.quine_variables
+    total = tf.constant(0.0)
+    num_steps = tf.shape(batches)[0]
+    for i in tf.range(num_steps):
+      with tf.GradientTape() as tape:
+        loss = self.minibatch_loss(batches[i], training=True)
+      grads = tape.gradient(loss, variables)
+      self.optimizer.apply(grads, variables)
+      total += loss
+    self.step.assign_add(tf.cast(num_steps, tf.int64))
+    return total / tf.cast(num_steps, tf.float32)
+
+  def _hill_block(self, batches, seed):
+    """Hill-climbing: per minibatch, perturb every weight; keep the move only if the loss falls.
+
+    Returns the fraction of accepted moves.
+    """
+    variables = self.model.quine_variables
+    accepted = tf.constant(0.0)
+    num_steps = tf.shape(batches)[0]
+    for i in tf.range(num_steps):
+      before = self.minibatch_loss(batches[i], training=False)
+      old = [tf.identity(v) for v in variables]
+      step_seed = tf.stack([seed, self.step + tf.cast(i, tf.int64)])
+      for j, v in enumerate(variables):
+        noise = tf.random.stateless_normal(
+            v.shape, tf.random.experimental.stateless_fold_in(step_seed, j),
+            stddev=self.config.noise_stddev)
+        v.assign_add(noise)
+      after = self.minibatch_loss(batches[i], training=False)
+      keep = after < before
+      for v, o in zip(variables, old):
+        v.assign(tf.where(keep, v, o))
+      accepted += tf.cast(keep, tf.float32)
+    self.step.assign_add(tf.cast(num_steps, tf.int64))
+    return accepted / tf.cast(num_steps, tf.float32)
+
+  def _predict_all(self):
+    """The network's prediction of every one of its N weights, in chunks, as a vector [N]."""
+    n = self.num_weights
+    chunk = min(self.config.eval_chunk_size, n)
+    starts = tf.range(0, n, chunk)
+    out = tf.TensorArray(tf.float32, size=tf.size(starts), infer_shape=False)
+    for i in tf.range(tf.size(starts)):
+      coords = tf.range(starts[i], tf.minimum(starts[i] + chunk, n))
+      out = out.write(i, self.model.predict_weights(coords))
+    return out.concat()
+
+  def regenerate(self):
+    """theta <- f_theta(all coordinates), every weight written at once from the old theta."""
+    self.model.assign_flat(self.predict_all())
+
+  def replication(self):
+    """(theta, predictions, metrics dict of Python floats) of the full pass."""
+    theta = self.model.flatten()
+    predictions = self.predict_all()
+    return theta, predictions, _to_python(metrics_lib.replication_metrics(theta, predictions))
+
+  def extra_metrics(self):
+    """Task metrics added to every record (none for a vanilla quine)."""
+    return {}
+
+  # ----------------------------------------------------------------------------- epochs
+
+  def _epoch_batches(self, phase):
+    """The phase's shuffled coordinates as full [S, B] blocks and a remainder [1, r] (or None)."""
+    n, b = self.num_weights, self.config.batch_size
+    seed = tf.constant([self.config.seed, phase], tf.int64)
+    perm = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int32), seed=seed)
+    full = n // b
+    blocks = []
+    per_loop = self.config.steps_per_loop or full
+    for start in range(0, full, per_loop):
+      stop = min(start + per_loop, full)
+      blocks.append(tf.reshape(perm[start * b:stop * b], [stop - start, b]))
+    if n % b:
+      blocks.append(perm[full * b:][tf.newaxis])
+    return blocks
+
+  def run_epoch(self, kind, phase):
+    """One optimisation or hill-climbing epoch; returns its own metrics."""
+    self.targets.assign(self.model.flatten())  # frozen for the whole epoch
+    blocks = self._epoch_batches(phase)
+    weights = [int(blk.shape[0]) for blk in blocks]
+    if kind == 'optimize':
+      values = [self.train_block(blk) for blk in blocks]
+      key = 'train_loss'
+    else:
+      seed = tf.constant(self.config.seed * 1_000_003 + phase, tf.int64)
+      values = [self.hill_block(blk, seed) for blk in blocks]
+      key = 'accept_rate'
+    return {key: float(np.average([float(v) for v in values], weights=weights))}
+
+  def run_phase(self, kind, phase):
+    if kind == 'regenerate':
+      self.regenerate()
+      return {}
+    return self.run_epoch(kind, phase)
+
+
+def _counters(schedule, phase):
+  done = schedule[:phase]
+  return {'epoch': sum(k != 'regenerate' for k in done),
+          'generation': sum(k == 'regenerate' for k in done)}
+
+
+def _diverged(record, max_weight_rms):
+  values = [record[k] for k in metrics_lib.MAIN_METRICS]
+  return not np.all(np.isfinite(values)) or record['weight_rms'] > max_weight_rms
+
+
+class _Summaries:
+  """TensorBoard scalars, histograms and images for the phase loop."""
+
+  def __init__(self, workdir):
+    self._writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+
+  def write(self, record, theta, predictions, image_png=None, extra_images=None):
+    with self._writer.as_default(step=record['phase']):
+      for key, value in record.items():
+        if isinstance(value, float) and np.isfinite(value):
+          tf.summary.scalar(key, value)
+      if np.all(np.isfinite(theta)) and np.all(np.isfinite(predictions)):
+        tf.summary.histogram('weights', theta)
+        tf.summary.histogram('predictions', predictions)
+      if image_png is not None:
+        tf.summary.image('weights_vs_predictions', plots.png_to_summary_image(image_png))
+      for name, png in (extra_images or {}).items():
+        tf.summary.image(name, plots.png_to_summary_image(png))
+    self._writer.flush()
+
+
+def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None):
+  """Runs (or resumes) the trainer's schedule in `workdir`.
+
+  Args:
+    trainer: a QuineTrainer.
+    workdir: the run's folder.
+    config_dict: the configuration to record in config.json.
+    overwrite: move a run with a different configuration aside instead of refusing it.
+    extra_images_fn: optional callable returning {name: png} added to TensorBoard with each plot.
+
+  Returns:
+    The last metrics record (a dict); its 'status' is 'finished' or 'diverged'.
+
+  Raises:
+    workdir_lib.WorkdirError: the workdir holds a different run.
+  """
+  from trainers.configs import RESUMABLE_FIELDS  # pylint: disable=g-import-not-at-top
+  config = trainer.config
+  moved = workdir_lib.prepare(workdir, config_dict, overwrite, RESUMABLE_FIELDS)
+  if moved:
+    logging.warning('Moved the previous run in %s to %s', workdir, moved)
+  manager = tf.train.CheckpointManager(
+      trainer.checkpoint, os.path.join(workdir, 'checkpoints'), max_to_keep=3)
+  if manager.latest_checkpoint:
+    trainer.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    logging.info('Resumed from %s (phase %d)', manager.latest_checkpoint, int(trainer.phase))
+  start = int(trainer.phase)
+  log = workdir_lib.MetricsLog(workdir, start)
+  summaries = _Summaries(workdir)
+  schedule = config.schedule()
+  plot_dir = os.path.join(workdir, 'plots')
+  tf.io.gfile.makedirs(plot_dir)
+
+  def measure(phase, kind, phase_metrics, seconds):
+    t0 = time.perf_counter()
+    theta, predictions, replication = trainer.replication()
+    record = {'phase': phase, 'kind': kind, 'method': config.method, **_counters(schedule, phase),
+              'step': int(trainer.step), 'seconds': seconds, **replication, **phase_metrics,
+              **trainer.extra_metrics()}
+    record['eval_seconds'] = time.perf_counter() - t0
+    return record, theta.numpy(), predictions.numpy()
+
+  def plot(record, theta, predictions):
+    title = (f'phase {record["phase"]} ({record["kind"]}): L_SR={record["l_sr"]:.4g} '
+             f'rho={record["rho"]:.4g} R2={record["r2"]:.3g} rms={record["weight_rms"]:.3g}')
+    return plots.weights_vs_predictions_png(theta, predictions, title)
+
+  if start == 0:
+    record, theta, predictions = measure(0, 'init', {}, 0.0)
+    log.write(record)
+    summaries.write(record, theta, predictions, plot(record, theta, predictions))
+    manager.save(checkpoint_number=0)
+  record = log.lines[-1] if log.lines else None
+
+  bar = keras.utils.Progbar(len(schedule), stateful_metrics=list(metrics_lib.MAIN_METRICS),
+                            unit_name='phase')
+  bar.update(start)
+  for phase in range(start + 1, len(schedule) + 1):
+    kind = schedule[phase - 1]
+    t0 = time.perf_counter()
+    phase_metrics = trainer.run_phase(kind, phase)
+    seconds = time.perf_counter() - t0
+    trainer.phase.assign(phase)
+    record, theta, predictions = measure(phase, kind, phase_metrics, seconds)
+    if _diverged(record, config.max_weight_rms):
+      record['status'] = 'diverged'
+      log.write(_finite_or_none(record))
+      logging.error('Diverged in phase %d (generation %d, epoch %d): weight RMS %.4g; the last '
+                    'finite checkpoint is kept.', phase, record['generation'], record['epoch'],
+                    record['weight_rms'])
+      return record
+    last = phase == len(schedule)
+    png = None
+    if last or (config.plot_every and phase % config.plot_every == 0):
+      png = plot(record, theta, predictions)
+    extra = extra_images_fn() if (png is not None and extra_images_fn) else None
+    log.write(record)
+    summaries.write(record, theta, predictions, png, extra)
+    manager.save(checkpoint_number=phase)
+    bar.update(phase, [(k, record[k]) for k in metrics_lib.MAIN_METRICS])
+
+  if record is not None:
+    _, theta, predictions = measure(record['phase'], record['kind'], {}, 0.0)
+    plots.write_png(os.path.join(plot_dir, 'weights_vs_predictions.png'),
+                    plot(record, theta, predictions))
+    plots.write_png(os.path.join(plot_dir, 'curves.png'),
+                    plots.curves_png(log.lines, title=f'{config.method} ({config.optimizer})'))
+    record = dict(record, status='finished')
+  return record
+
+
+def _finite_or_none(record):
+  return {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+          for k, v in record.items()}
+
+
+def config_dict(config):
+  """The JSON form of a TrainConfig with the derived numbers a reader wants."""
+  d = config.to_dict()
+  d['num_weights'] = config.model.num_weights
+  d['learning_rate_resolved'] = config.resolved_learning_rate
+  return d
+
+
+def run(config, workdir, strategy=None, overwrite=False):
+  """Trains a vanilla quine as `config` says, in `workdir` (resuming it if it holds this run)."""
+  config.validate()
+  trainer = QuineTrainer(config, strategy)
+  return train(trainer, workdir, config_dict(config), overwrite=overwrite)
+
