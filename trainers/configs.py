@@ -41,6 +41,9 @@ class TrainConfig:
     eval_chunk_size: coordinates per chunk of the full replication pass.
     max_weight_rms: weight RMS above which a run counts as diverged.
     plot_every: phases between predicted-vs-actual images in TensorBoard (0 = only at the end).
+    task_weight: lambda of L_aux = replication_weight * L_SR + lambda * L_task (auxiliary quines).
+    replication_weight: weight of the replication loss; 0 gives the classifier-only baseline on
+      the same network and data schedule (auxiliary quines).
   """
   model: ModelConfig = ModelConfig()
   method: str = 'optimize'
@@ -56,6 +59,8 @@ class TrainConfig:
   eval_chunk_size: int = 1 << 16
   max_weight_rms: float = 1e4
   plot_every: int = 5
+  task_weight: float = 0.01
+  replication_weight: float = 1.0
 
   @property
   def resolved_learning_rate(self):
@@ -87,6 +92,12 @@ class TrainConfig:
       raise ValueError(f'--noise_stddev={self.noise_stddev} must be positive')
     if self.max_weight_rms <= 0:
       raise ValueError(f'--max_weight_rms={self.max_weight_rms} must be positive')
+    if self.model.kind == 'auxiliary':
+      if self.method == 'hill_climb':
+        raise ValueError('--method=hill_climb is not supported for auxiliary quines')
+      for name in ('task_weight', 'replication_weight'):
+        if getattr(self, name) < 0:
+          raise ValueError(f'--{name}={getattr(self, name)} must be >= 0')
     return self
 
   def schedule(self):
@@ -124,7 +135,25 @@ PRESETS = {
 }
 
 
-def get_preset(name):
-  if name not in PRESETS:
-    raise ValueError(f'--preset={name!r} is not one of {sorted(PRESETS)}')
-  return PRESETS[name]
+_AUX_MODEL = ModelConfig(kind='auxiliary')
+
+AUX_PRESETS = {
+    # The paper's auxiliary quine: 50 + 50 input units, 2 SELU layers of 100, weight head and
+    # 10-class head (temperature 0.01), N = 21,100; Adamax, minibatches of 10, lambda = 0.01,
+    # 30 epochs.
+    'paper': TrainConfig(model=_AUX_MODEL, num_epochs=30),
+    # The same network and schedule, 5 epochs: the README's main job, a few minutes on a CPU.
+    'short': TrainConfig(model=_AUX_MODEL, num_epochs=5),
+    # For tests: width 8 (4 + 4 input units), 16-pixel images, 3 classes, N = 2*64 + 8 + 24 = 160.
+    'tiny': TrainConfig(
+        model=ModelConfig(kind='auxiliary', width=8, coordinate_units=4, image_size=16,
+                          num_classes=3, temperature=0.1),
+        batch_size=2, num_epochs=2, plot_every=0),
+}
+
+
+def get_preset(name, presets=None):
+  presets = PRESETS if presets is None else presets
+  if name not in presets:
+    raise ValueError(f'--preset={name!r} is not one of {sorted(presets)}')
+  return presets[name]

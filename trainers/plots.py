@@ -69,3 +69,18 @@ def png_to_summary_image(png):
 def write_png(path, png):
   with tf.io.gfile.GFile(path, 'wb') as f:
     f.write(png)
+
+
+def confusion_png(confusion, title='test confusion matrix'):
+  """Heat map of a [classes, classes] confusion matrix (rows: true, columns: predicted)."""
+  confusion = np.asarray(confusion)
+  fig, ax = plt.subplots(figsize=(4.5, 4))
+  im = ax.imshow(confusion, cmap='Blues')
+  fig.colorbar(im, ax=ax)
+  ax.set_xlabel('predicted')
+  ax.set_ylabel('true')
+  ax.set_title(title, fontsize=9)
+  if confusion.shape[0] <= 10:
+    for (i, j), v in np.ndenumerate(confusion):
+      ax.text(j, i, str(v), ha='center', va='center', fontsize=6)
+  return _to_png(fig)

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import build_quine
+from trainers import configs
 from trainers import metrics as metrics_lib
 from trainers import plots
 from trainers import workdir as workdir_lib
@@ -220,7 +221,7 @@ class _Summaries:
     self._writer.flush()
 
 
-def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None):
+def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None, record_fn=None):
   """Runs (or resumes) the trainer's schedule in `workdir`.
 
   Args:
@@ -229,6 +230,7 @@ def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None):
     config_dict: the configuration to record in config.json.
     overwrite: move a run with a different configuration aside instead of refusing it.
     extra_images_fn: optional callable returning {name: png} added to TensorBoard with each plot.
+    record_fn: optional callable adding derived fields to each metrics record.
 
   Returns:
     The last metrics record (a dict); its 'status' is 'finished' or 'diverged'.
@@ -236,9 +238,8 @@ def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None):
   Raises:
     workdir_lib.WorkdirError: the workdir holds a different run.
   """
-  from trainers.configs import RESUMABLE_FIELDS  # pylint: disable=g-import-not-at-top
   config = trainer.config
-  moved = workdir_lib.prepare(workdir, config_dict, overwrite, RESUMABLE_FIELDS)
+  moved = workdir_lib.prepare(workdir, config_dict, overwrite, configs.RESUMABLE_FIELDS)
   if moved:
     logging.warning('Moved the previous run in %s to %s', workdir, moved)
   manager = tf.train.CheckpointManager(
@@ -260,6 +261,8 @@ def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None):
               'step': int(trainer.step), 'seconds': seconds, **replication, **phase_metrics,
               **trainer.extra_metrics()}
     record['eval_seconds'] = time.perf_counter() - t0
+    if record_fn:
+      record = record_fn(record)
     return record, theta.numpy(), predictions.numpy()
 
   def plot(record, theta, predictions):
@@ -274,8 +277,8 @@ def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None):
     manager.save(checkpoint_number=0)
   record = log.lines[-1] if log.lines else None
 
-  bar = keras.utils.Progbar(len(schedule), stateful_metrics=list(metrics_lib.MAIN_METRICS),
-                            unit_name='phase')
+  shown = list(metrics_lib.MAIN_METRICS) + ['test_accuracy']
+  bar = keras.utils.Progbar(len(schedule), stateful_metrics=shown, unit_name='phase')
   bar.update(start)
   for phase in range(start + 1, len(schedule) + 1):
     kind = schedule[phase - 1]
@@ -299,7 +302,7 @@ def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None):
     log.write(record)
     summaries.write(record, theta, predictions, png, extra)
     manager.save(checkpoint_number=phase)
-    bar.update(phase, [(k, record[k]) for k in metrics_lib.MAIN_METRICS])
+    bar.update(phase, [(k, record[k]) for k in shown if k in record])
 
   if record is not None:
     _, theta, predictions = measure(record['phase'], record['kind'], {}, 0.0)

@@ -1,0 +1,108 @@
+"""Training library of the auxiliary quine: replicate its own weights and classify MNIST.
+
+L_aux = replication_weight * L_SR + task_weight * L_task. Each training example pairs a coordinate
+with a randomly drawn training image; an epoch visits every coordinate once. With
+replication_weight = 0 the same network, data and schedule give the classifier-only baseline.
+
+Reported per phase, besides the replication metrics of the vanilla quine: test accuracy, the mean
+test cross-entropy `l_task`, its sum over the test set `l_task_sum` and
+`l_aux = l_sr + task_weight * l_task_sum` (the paper reports its losses summed over the test set).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from trainers import metrics as metrics_lib
+from trainers import plots
+from trainers import train_lib
+
+
+class AuxTrainer(train_lib.QuineTrainer):
+  """QuineTrainer whose minibatches pair coordinates with labelled images."""
+
+  def __init__(self, config, data, strategy=None):
+    super().__init__(config, strategy)
+    # Variables, not constants: a tf.data map captures them by reference instead of copying
+    # 190 MB of pixels into every epoch's dataset graph.
+    self._train_images = tf.Variable(data.train_images, trainable=False, name='train_images')
+    self._train_labels = tf.Variable(data.train_labels, trainable=False, name='train_labels')
+    self._test_images = tf.constant(data.test_images)
+    self._test_labels = data.test_labels
+    self.confusion = None
+    self.aux_block = tf.function(self._aux_block)
+    self.test_logits = tf.function(lambda: self.model.classify(self._test_images))
+
+  def dataset(self, phase):
+    """The phase's minibatches: (coordinates [B], images [B, 784], labels [B]), prefetched."""
+    n = self.num_weights
+    perm = tf.random.experimental.stateless_shuffle(
+        tf.range(n, dtype=tf.int32), seed=tf.constant([self.config.seed, phase], tf.int64))
+    picks = tf.random.stateless_uniform(
+        [n], seed=tf.constant([self.config.seed + 1, phase], tf.int64), minval=0,
+        maxval=int(self._train_labels.shape[0]), dtype=tf.int32)
+
+    def attach_images(coordinates, indices):
+      return (coordinates, tf.gather(self._train_images, indices),
+              tf.gather(self._train_labels, indices))
+
+    return (tf.data.Dataset.from_tensor_slices((perm, picks))
+            .batch(self.config.batch_size)
+            .map(attach_images, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
+  def _aux_block(self, iterator, num_steps):
+    """num_steps gradient steps on L_aux from `iterator`; returns mean (loss, l_sr, l_task)."""
+    variables = self.model.quine_variables
+    totals = tf.zeros([3])
+    for _ in tf.range(num_steps):
+      coordinates, images, labels = next(iterator)
+      with tf.GradientTape() as tape:
+        predictions, logits = self.model((coordinates, images))
+        l_sr = metrics_lib.replication_loss(predictions, tf.gather(self.targets, coordinates))
+        l_task = tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        loss = self.config.replication_weight * l_sr + self.config.task_weight * l_task
+      self.optimizer.apply(tape.gradient(loss, variables), variables)
+      totals += tf.stack([loss, l_sr, l_task])
+    self.step.assign_add(tf.cast(num_steps, tf.int64))
+    return totals / tf.cast(num_steps, tf.float32)
+
+  def run_epoch(self, kind, phase):
+    del kind  # validated: auxiliary quines train by gradient only
+    self.targets.assign(self.model.flatten())
+    n, b = self.num_weights, self.config.batch_size
+    total_steps = -(-n // b)
+    per_loop = self.config.steps_per_loop or total_steps
+    iterator = iter(self.dataset(phase))
+    sums = np.zeros(3)
+    for start in range(0, total_steps, per_loop):
+      steps = min(per_loop, total_steps - start)
+      sums += self.aux_block(iterator, tf.constant(steps)).numpy() * steps
+    loss, l_sr, l_task = sums / total_steps
+    return {'train_loss': loss, 'train_l_sr': l_sr, 'train_l_task': l_task}
+
+  def extra_metrics(self):
+    logits = self.test_logits().numpy().astype(np.float64)
+    labels = self._test_labels
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    cross_entropy = -log_probs[np.arange(len(labels)), labels]
+    predicted = logits.argmax(axis=1)
+    k = self.config.model.num_classes
+    self.confusion = np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
+    return {'test_accuracy': float(np.mean(predicted == labels)),
+            'l_task': float(cross_entropy.mean()),
+            'l_task_sum': float(cross_entropy.sum())}
+
+  def confusion_image(self):
+    return {'confusion_matrix': plots.confusion_png(self.confusion)}
+
+
+def run(config, workdir, data, strategy=None, overwrite=False):
+  """Trains an auxiliary quine as `config` says on `data` (an Mnist), in `workdir`."""
+  config.validate()
+  trainer = AuxTrainer(config, data, strategy)
+  return train_lib.train(trainer, workdir, train_lib.config_dict(config), overwrite=overwrite,
+                         extra_images_fn=trainer.confusion_image,
+                         record_fn=lambda r: dict(
+                             r, l_aux=r['l_sr'] + config.task_weight * r['l_task_sum']))

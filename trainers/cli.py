@@ -1,0 +1,80 @@
+"""Flags shared by the training binaries, and the one function that turns them into a config.
+
+Imported only by the `train_*.py` binaries: libraries never read flags.
+"""
+
+import dataclasses
+import os
+import sys
+
+from absl import flags
+
+from models.config import ACTIVATIONS, INITS
+from trainers import configs
+
+WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the run (config, checkpoints, logs).',
+                              required=True)
+PRESET = flags.DEFINE_string('preset', None, 'Named configuration (see --helpfull for the list).')
+METHOD = flags.DEFINE_enum('method', None, configs.METHODS, 'Training method.')
+OPTIMIZER = flags.DEFINE_enum('optimizer', None, configs.OPTIMIZERS, 'Gradient optimizer.')
+LEARNING_RATE = flags.DEFINE_float('learning_rate', None, 'Learning rate (default per optimizer).')
+NUM_EPOCHS = flags.DEFINE_integer('num_epochs', None, 'Epochs of optimize / hill_climb.')
+BATCH_SIZE = flags.DEFINE_integer('batch_size', None, 'Coordinates per minibatch.')
+GENERATIONS = flags.DEFINE_integer('generations', None, 'Regenerations (regenerate, alternate).')
+OPT_EPOCHS = flags.DEFINE_integer('opt_epochs_per_generation', None,
+                                  'Optimisation epochs before each regeneration (alternate).')
+NOISE_STDDEV = flags.DEFINE_float('noise_stddev', None, 'Hill-climbing perturbation stddev.')
+SEED = flags.DEFINE_integer('seed', None,
+                            'Seed of the weight initialisation, the shuffling and the noise.')
+WIDTH = flags.DEFINE_integer('width', None, 'Hidden units (every hidden matrix is width^2).')
+NUM_HIDDEN = flags.DEFINE_integer('num_hidden', None, 'Number of hidden width x width matrices.')
+ACTIVATION = flags.DEFINE_enum('activation', None, ACTIVATIONS, 'Hidden activation.')
+INIT = flags.DEFINE_enum('init', None, INITS, 'Weight initialisation.')
+STEPS_PER_LOOP = flags.DEFINE_integer('steps_per_loop', None,
+                                      'Steps compiled into one call (0 = a whole epoch).')
+OVERWRITE = flags.DEFINE_bool('overwrite', False,
+                              'Move a different run already in --workdir aside and start anew.')
+
+
+def config_from_flags(presets, default_preset, **extra_overrides):
+  """The preset with every given flag applied; with FLAGS read nowhere else.
+
+  Args:
+    presets: the binary's presets.
+    default_preset: the preset used when --preset is not given.
+    **extra_overrides: further TrainConfig fields from the binary's own flags (None = keep).
+
+  Returns:
+    The validated TrainConfig.
+
+  Raises:
+    ValueError: naming the bad flag.
+  """
+  config = configs.get_preset(PRESET.value or default_preset, presets)
+  model_overrides = {'width': WIDTH.value, 'num_hidden': NUM_HIDDEN.value, 'init': INIT.value,
+                     'activation': ACTIVATION.value, 'init_seed': SEED.value}
+  model = dataclasses.replace(
+      config.model, **{k: v for k, v in model_overrides.items() if v is not None})
+  overrides = {
+      'method': METHOD.value, 'optimizer': OPTIMIZER.value,
+      'learning_rate': LEARNING_RATE.value, 'num_epochs': NUM_EPOCHS.value,
+      'batch_size': BATCH_SIZE.value, 'generations': GENERATIONS.value,
+      'opt_epochs_per_generation': OPT_EPOCHS.value, 'noise_stddev': NOISE_STDDEV.value,
+      'seed': SEED.value, 'steps_per_loop': STEPS_PER_LOOP.value, **extra_overrides}
+  config = dataclasses.replace(
+      config, model=model, **{k: v for k, v in overrides.items() if v is not None})
+  return config.validate()
+
+
+def fail(message):
+  """Exits with one line naming the program and the problem."""
+  sys.exit(f'{os.path.basename(sys.argv[0])}: error: {message}')
+
+
+def summary_line(record, workdir):
+  line = (f'{record["status"]}: phase {record["phase"]}, L_SR={record["l_sr"]:.6g} '
+          f'rho={record["rho"]:.6g} R2={record["r2"]:.6g} weight_rms={record["weight_rms"]:.4g}')
+  if 'test_accuracy' in record:
+    line += f' test_accuracy={record["test_accuracy"]:.4f}'
+  return f'{line}\nmetrics: {workdir}/metrics.jsonl; plots: {workdir}/plots; ' \
+         f'tensorboard --logdir={workdir}'

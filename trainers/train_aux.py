@@ -1,0 +1,67 @@
+r"""Trains an auxiliary quine: a network that predicts its own weights and classifies MNIST.
+
+Examples (from the repository root, with the virtual environment set up as the README says):
+
+  # The paper's setting (Adamax, lambda = 0.01, 30 epochs); MNIST prepared by tfds in ../shared.
+  python trainers/train_aux.py --workdir=runs/aux --preset=paper --data_dir=../shared/tfds
+
+  # The classifier-only baseline on the same network and data schedule.
+  python trainers/train_aux.py --workdir=runs/baseline --preset=paper --replication_weight=0
+
+  tensorboard --logdir=runs
+
+Rerunning a command resumes its workdir. Presets: short (default, 5 epochs), paper, tiny.
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # keep TensorFlow's C++ start-up notes out
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+
+from trainers import aux_lib
+from trainers import cli
+from trainers import configs
+from trainers import data as data_lib
+from trainers import train_lib
+from trainers import workdir as workdir_lib
+
+_TASK_WEIGHT = flags.DEFINE_float('task_weight', None, 'lambda: weight of the task loss.')
+_REPLICATION_WEIGHT = flags.DEFINE_float(
+    'replication_weight', None, 'Weight of L_SR in the loss (0 = classifier-only baseline).')
+_DATA_DIR = flags.DEFINE_string(
+    'data_dir', None, 'tfds data dir holding mnist/3.0.1 (default: TFDS_DATA_DIR, else '
+    '~/tensorflow_datasets).')
+_DOWNLOAD = flags.DEFINE_bool('download', True,
+                              'Let tfds download MNIST if missing (--nodownload forbids it).')
+
+
+def main(argv):
+  train_lib.quiet_tensorflow_logs()
+  if len(argv) > 1:
+    cli.fail(f'unexpected arguments {argv[1:]}')
+  try:
+    config = cli.config_from_flags(configs.AUX_PRESETS, 'short', task_weight=_TASK_WEIGHT.value,
+                                   replication_weight=_REPLICATION_WEIGHT.value)
+  except ValueError as e:
+    cli.fail(e)
+  try:
+    data = data_lib.load_mnist(_DATA_DIR.value, download=_DOWNLOAD.value)
+  except data_lib.DataError as e:
+    cli.fail(e)
+  logging.info('Config: %s', json.dumps(train_lib.config_dict(config), sort_keys=True))
+  try:
+    record = aux_lib.run(config, cli.WORKDIR.value, data, overwrite=cli.OVERWRITE.value)
+  except workdir_lib.WorkdirError as e:
+    cli.fail(e)
+  print(cli.summary_line(record, cli.WORKDIR.value))
+  if record['status'] == 'diverged':
+    sys.exit(3)
+
+
+if __name__ == '__main__':
+  app.run(main)
