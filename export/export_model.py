@@ -1,0 +1,53 @@
+r"""Exports a trained quine for serving and for other frameworks, in one version folder.
+
+From the latest checkpoint of a training workdir, writes `<export_dir>/<model_name>/<version>/`:
+a SavedModel (signatures serving_default, predict_weights, weights; classify for an auxiliary
+quine), model.onnx, weights.safetensors and manifest.json. Atomic; an existing version is kept
+unless --overwrite.
+
+Examples (from the repository root):
+
+  python export/export_model.py --workdir=runs/alternate --export_dir=exports --model_name=vanilla
+  python export/export_model.py --workdir=runs/aux --export_dir=exports --model_name=aux --version=3
+  saved_model_cli show --all --dir exports/vanilla/1
+  python export/replicate.py --dump=exports/vanilla
+  python export/serve.py --model_base_path=exports/vanilla
+"""
+
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's C++ start-up notes out
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+
+from export import saved_model
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (config.json, checkpoints/).',
+                               required=True)
+_EXPORT_DIR = flags.DEFINE_string('export_dir', None, 'Export base folder.', required=True)
+_MODEL_NAME = flags.DEFINE_string('model_name', None, 'Model folder name (default: the model '
+                                  'kind, vanilla or auxiliary).')
+_VERSION = flags.DEFINE_integer('version', None, 'Version number (default: newest + 1).',
+                                lower_bound=1)
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing version.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    sys.exit(f'export_model.py: error: unexpected arguments {argv[1:]}')
+  try:
+    name = _MODEL_NAME.value or saved_model.read_workdir_config(_WORKDIR.value).kind
+    path = saved_model.export_workdir(_WORKDIR.value, _EXPORT_DIR.value, name, _VERSION.value,
+                                      _OVERWRITE.value)
+  except saved_model.ExportError as e:
+    sys.exit(f'export_model.py: error: {e}')
+  print(f'Exported {path}: {", ".join(sorted(os.listdir(path)))}')
+  print(f'  saved_model_cli show --all --dir {path}')
+  print(f'  python export/replicate.py --dump={path}')
+  print(f'  python export/serve.py --model_base_path={os.path.dirname(path)} --model_name={name}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,73 @@
+r"""Replicates an exported quine in TensorFlow, ONNX Runtime, PyTorch and NumPy, and grows a lineage.
+
+Reads a dump (manifest.json + weights.safetensors + model.onnx, as export_model.py writes), reports
+L_SR, rho, R^2 and the weight RMS computed in each framework and the largest differences from
+TensorFlow's numbers, then builds G generations (child = the parent's predictions) in one framework,
+re-imports each in the others, and writes tables, report.json and lineage.png.
+
+Examples (from the repository root):
+
+  python export/replicate.py --dump=exports/vanilla            # newest version, 5 generations
+  python export/replicate.py --dump=exports/aux/1 --data_dir=../shared/tfds --generations=3
+  python export/replicate.py --dump=exports/vanilla/1 --frameworks=numpy,torch \
+      --lineage_framework=numpy --output_dir=/tmp/lineage
+
+Exit status: 0 when every framework agrees, 1 when some disagree, 2 on a bad dump or data.
+"""
+
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's C++ start-up notes out
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+
+from export import dump as dump_lib
+from export import frameworks
+from export import replication
+from export import report
+
+_DUMP = flags.DEFINE_string('dump', None, 'A dump folder, or an exported model folder (newest '
+                            'version).', required=True)
+_FRAMEWORKS = flags.DEFINE_multi_enum('frameworks', list(frameworks.FRAMEWORKS),
+                                      frameworks.FRAMEWORKS, 'Frameworks to replicate in.')
+_GENERATIONS = flags.DEFINE_integer('generations', 5, 'Children to build (0: no lineage).',
+                                    lower_bound=0)
+_LINEAGE_FRAMEWORK = flags.DEFINE_enum('lineage_framework', 'torch', frameworks.FRAMEWORKS,
+                                       'Framework that builds the children.')
+_OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Report and generations folder '
+                                  '(default: <dump>.replication).')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data dir holding mnist/3.0.1, for an '
+                                'auxiliary quine (default: TFDS_DATA_DIR).')
+_NUM_TEST_IMAGES = flags.DEFINE_integer('num_test_images', 0, 'MNIST test images to classify '
+                                        '(0: all 10,000).', lower_bound=0)
+
+
+def _fail(message):
+  print(f'replicate.py: error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def main(argv):
+  if len(argv) > 1:
+    _fail(f'unexpected arguments {argv[1:]}')
+  names = list(dict.fromkeys(','.join(_FRAMEWORKS.value).split(',')))
+  try:
+    path = dump_lib.find_dump(_DUMP.value)
+    config = dump_lib.read_dump(path, verify_onnx=False).config
+    images = labels = None
+    if config['kind'] == 'auxiliary':
+      if config['image_size'] == 784:
+        images, labels = replication.load_mnist_test(_DATA_DIR.value, _NUM_TEST_IMAGES.value)
+      else:
+        print(f'(image_size {config["image_size"]} is not MNIST\'s 784: no test accuracy)')
+    result = report.run(path, names, _GENERATIONS.value, _LINEAGE_FRAMEWORK.value,
+                        _OUTPUT_DIR.value, images, labels)
+  except (dump_lib.DumpError, replication.DataError) as e:
+    _fail(e)
+  sys.exit(0 if result['agrees'] else 1)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,95 @@
+"""The replication-and-lineage report of a dump, as text, JSON and a plot (what replicate.py runs).
+
+Files written to the output folder:
+  report.txt          the two tables printed by `run`
+  report.json         every number of both tables, with the dump's path and the settings
+  lineage.png         the lineage plot
+  generation_<g>/     the dumps of generations 1..G
+"""
+
+import json
+import os
+
+from export import dump as dump_lib
+from export import frameworks as frameworks_lib
+from export import lineage
+from export import replication
+
+REPORT_TEXT = 'report.txt'
+REPORT_JSON = 'report.json'
+LINEAGE_PNG = 'lineage.png'
+
+
+def default_output_dir(dump_dir):
+  """`<dump>.replication`, a sibling of the version folder (TF Serving ignores non-numeric names)."""
+  return os.path.abspath(dump_dir).rstrip(os.sep) + '.replication'
+
+
+def _write_atomic(path, data):
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'wb') as f:
+    f.write(data)
+  os.replace(tmp, path)
+
+
+def _describe(dump):
+  c = dump.config
+  shape = f'width {c["width"]}, {c["num_hidden"]} hidden {c["activation"]}'
+  if dump.kind == 'auxiliary':
+    shape += f', {c["coordinate_units"]} coordinate units, {c["num_classes"]} classes'
+  return f'{dump.kind} quine ({shape}), N = {dump.num_weights:,} weights, from {dump.path}'
+
+
+def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
+        lineage_framework='torch', output_dir=None, images=None, labels=None, log=print):
+  """Replicates a dump in each framework, builds its lineage, writes and prints the report.
+
+  Args:
+    dump_path: a dump folder, or an exported model folder (its newest version is used).
+    frameworks: frameworks to replicate in (and to re-import every generation in).
+    generations: G, children to build.
+    lineage_framework: the framework that builds the children.
+    output_dir: where the report and the generations go; None: `<dump>.replication`.
+    images: optional test images for an auxiliary quine's accuracy.
+    labels: their labels.
+    log: called with each block of text.
+
+  Returns:
+    The report dict (also written to report.json); report['agrees'] is False when some
+    framework disagreed beyond float32 tolerance.
+
+  Raises:
+    export.dump.DumpError: the dump (or a generation written from it) is unusable.
+  """
+  dump = dump_lib.read_dump(dump_lib.find_dump(dump_path))
+  output_dir = os.path.abspath(output_dir or default_output_dir(dump.path))
+  os.makedirs(output_dir, exist_ok=True)
+  blocks = [_describe(dump)]
+  log(blocks[-1])
+
+  rows = replication.replicate(dump, frameworks, images, labels)
+  blocks.append(f'Replication in {len(rows)} frameworks (predictions of all N coordinates; '
+                f'agrees = theta identical and |diff| <= {replication.RTOL:g} x max|TF|):\n'
+                + replication.format_table(rows, replication.REPLICATION_COLUMNS))
+  log(blocks[-1])
+
+  lineage_rows = lineage.build_lineage(dump, lineage_framework, generations, output_dir,
+                                       check_frameworks=frameworks, images=images, labels=labels)
+  blocks.append(f'Lineage: {generations} generations built with {lineage_framework}, each '
+                f're-imported in {", ".join(frameworks)} (dumps in {output_dir}):\n'
+                + replication.format_table(lineage_rows, lineage.LINEAGE_COLUMNS))
+  log(blocks[-1])
+
+  title = f'{dump.kind} quine, N = {dump.num_weights:,}: lineage built with {lineage_framework}'
+  _write_atomic(os.path.join(output_dir, LINEAGE_PNG), lineage.lineage_png(lineage_rows, title))
+  agrees = all(r['agrees'] for r in rows) and all(r.get('agrees', True) for r in lineage_rows)
+  report = {'dump': dump.path, 'frameworks': list(frameworks), 'generations': generations,
+            'lineage_framework': lineage_framework,
+            'num_test_images': None if images is None else len(images),
+            'replication': rows, 'lineage': lineage_rows, 'agrees': agrees}
+  _write_atomic(os.path.join(output_dir, REPORT_JSON),
+                json.dumps(report, indent=2).encode('utf-8'))
+  _write_atomic(os.path.join(output_dir, REPORT_TEXT), ('\n\n'.join(blocks) + '\n').encode())
+  log(f'Wrote {output_dir}/{{{REPORT_TEXT}, {REPORT_JSON}, {LINEAGE_PNG}, generation_*}}'
+      + ('' if agrees else '\nSOME FRAMEWORKS DISAGREE (see the agrees column)'))
+  return report

@@ -1,0 +1,346 @@
+"""Exports a trained quine: SavedModel, ONNX graph and weight dump in `<base>/<name>/<version>/`.
+
+The version folder is the layout TensorFlow Serving loads, and also a dump (see `export.dump`):
+
+  saved_model.pb, variables/   signatures 'serving_default', 'predict_weights', 'weights'
+                               (and 'classify' for an auxiliary quine)
+  model.onnx, weights.safetensors, manifest.json
+
+Signatures (input and output keys are API):
+  predict_weights  coordinates int64 [B] -> predicted_weights float32 [B]
+  weights          (no input)             -> theta float32 [N], canonical order
+  classify         images float32 [M, image_size] -> probabilities, logits [M, classes]
+  serving_default  classify for an auxiliary quine, predict_weights for a vanilla one
+
+Everything is written into a hidden temporary folder, checked (the dump is re-read and the ONNX
+graph run against the live model), and only then renamed into place; an existing version is
+replaced only when asked.
+"""
+
+import datetime
+import json
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+
+from export import dump as dump_lib
+from export import onnx_graph
+from models import build_quine
+from models import projection as projection_lib
+from models.config import ModelConfig
+from models.quine import activation_fn
+
+CONFIG_FILE = 'config.json'
+CHECKPOINT_DIR = 'checkpoints'
+METRICS_FILE = 'metrics.jsonl'
+_MODEL_NAME = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]*$')
+# How closely the exported ONNX graph must reproduce the live model (relative to the output scale).
+_RTOL = 1e-5
+
+
+class ExportError(ValueError):
+  """The export cannot be made; the message says why."""
+
+
+# --------------------------------------------------------------------------- from a workdir
+
+
+def read_workdir_config(workdir):
+  """The ModelConfig recorded in a training workdir's config.json.
+
+  Raises:
+    ExportError: no config.json, or one without a usable 'model' entry.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not tf.io.gfile.exists(path):
+    raise ExportError(f'{path} is missing: {workdir} is not a training workdir')
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      return ModelConfig.from_dict(json.load(f)['model']).validate()
+  except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    raise ExportError(f'{path}: no usable model config ({type(e).__name__}: {e})') from e
+
+
+def _last_metrics(workdir):
+  path = os.path.join(workdir, METRICS_FILE)
+  if not tf.io.gfile.exists(path):
+    return {}
+  with tf.io.gfile.GFile(path) as f:
+    lines = [line for line in f if line.strip()]
+  try:
+    last = json.loads(lines[-1]) if lines else {}
+  except json.JSONDecodeError:
+    return {}
+  keys = ('phase', 'epoch', 'generation', 'step', 'l_sr', 'rho', 'r2', 'weight_rms',
+          'test_accuracy')
+  return {k: last[k] for k in keys if k in last}
+
+
+def load_model(workdir):
+  """Rebuilds the quine of a training workdir from its latest checkpoint.
+
+  Args:
+    workdir: a folder written by the trainers (config.json, checkpoints/).
+
+  Returns:
+    (model, source): the restored quine and a dict of provenance for the manifest.
+
+  Raises:
+    ExportError: no config, no checkpoint, or a checkpoint that does not fit the config.
+  """
+  config = read_workdir_config(workdir)
+  checkpoint_dir = os.path.join(workdir, CHECKPOINT_DIR)
+  latest = tf.train.latest_checkpoint(checkpoint_dir)
+  if not latest:
+    raise ExportError(f'{checkpoint_dir} holds no checkpoint: nothing to export from {workdir} '
+                      '(train first, or point --workdir at a finished run)')
+  model = build_quine(config)
+  try:
+    tf.train.Checkpoint(model=model).restore(latest).assert_existing_objects_matched() \
+        .expect_partial()
+  except (AssertionError, ValueError, tf.errors.OpError) as e:
+    raise ExportError(f'{latest} does not hold the weights of the quine in {CONFIG_FILE}: '
+                      f'{str(e).splitlines()[0]}') from e
+  source = {'workdir': os.path.abspath(workdir), 'checkpoint': os.path.abspath(latest),
+            'last_metrics': _last_metrics(workdir)}
+  return model, source
+
+
+# --------------------------------------------------------------------------- SavedModel
+
+
+class QuineServing(tf.Module):
+  """The functions a quine's SavedModel serves (see the module docstring for the signatures)."""
+
+  def __init__(self, model):
+    super().__init__(name='quine_serving')
+    self.model = model
+    config = model.config
+    n = config.num_weights
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name='coordinates')])
+    def predict_weights(coordinates):
+      # Out-of-range coordinates would gather garbage from a hashed projection: refuse them.
+      checks = [tf.debugging.assert_non_negative(coordinates, message='coordinates must be >= 0'),
+                tf.debugging.assert_less(coordinates, tf.constant(n, tf.int64),
+                                         message=f'coordinates must be < num_weights = {n}')]
+      with tf.control_dependencies(checks):
+        coordinates = tf.identity(coordinates)
+      return {'predicted_weights': model.predict_weights(coordinates)}
+
+    @tf.function(input_signature=[])
+    def weights():
+      return {'theta': model.flatten()}
+
+    self.predict_weights = predict_weights
+    self.weights = weights
+    if config.kind == 'auxiliary':
+      @tf.function(input_signature=[
+          tf.TensorSpec([None, config.image_size], tf.float32, name='images')])
+      def classify(images):
+        logits = model.classify(images)
+        return {'probabilities': tf.nn.softmax(logits), 'logits': logits}
+      self.classify = classify
+
+  def signatures(self):
+    sigs = {'predict_weights': self.predict_weights, 'weights': self.weights}
+    if self.model.config.kind == 'auxiliary':
+      sigs['classify'] = self.classify
+      sigs['serving_default'] = self.classify
+    else:
+      sigs['serving_default'] = self.predict_weights
+    return {k: v.get_concrete_function() for k, v in sigs.items()}
+
+
+def write_saved_model(model, path):
+  """Saves `model`'s serving functions as a SavedModel in `path` (not atomic on its own)."""
+  module = QuineServing(model)
+  tf.saved_model.save(module, path, signatures=module.signatures())
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+def _onnx_function(config, weights):
+  """A tf.function computing the dump's ONNX interface from constants (names fix initializers)."""
+  c = config.to_dict()
+  specs = dump_lib.projection_specs(c)
+  act, out_act = activation_fn(config.activation), activation_fn(config.output_activation)
+  names = [name for name, _ in dump_lib.canonical_weights(c)]
+  hidden = [name for name in names if name.startswith('hidden_')]
+  units = dump_lib.coordinate_units(c)
+  coordinate = specs['coordinate']
+
+  def kernels():
+    return {name: tf.constant(weights[name], name=name) for name in names}
+
+  def coordinate_rows(coordinates):
+    if coordinate['onnx_initializer']:
+      table = tf.constant(dump_lib.projection_rows(
+          coordinate['seed'], np.arange(coordinate['num_rows']), units, coordinate['std']),
+                          name='projection_coordinate')
+      return tf.gather(table, coordinates)
+    return projection_lib.tf_projection(coordinate['seed'], coordinates, units, coordinate['std'])
+
+  def trunk(k, h):
+    for name in hidden:
+      h = act(tf.matmul(h, k[name]))
+    return h
+
+  coordinates_spec = tf.TensorSpec([None], tf.int64, name=dump_lib.ONNX_COORDINATES)
+  if config.kind != 'auxiliary':
+    @tf.function(input_signature=[coordinates_spec])
+    def vanilla(coordinates):
+      k = kernels()
+      h = trunk(k, coordinate_rows(coordinates))
+      return {dump_lib.ONNX_PREDICTED_WEIGHTS: out_act(tf.matmul(h, k['weight_head']))[:, 0]}
+    return vanilla
+
+  image = specs['image']
+  images_spec = tf.TensorSpec([None, config.image_size], tf.float32, name=dump_lib.ONNX_IMAGES)
+
+  @tf.function(input_signature=[coordinates_spec, images_spec])
+  def auxiliary(coordinates, images):
+    k = kernels()
+    rows = coordinate_rows(coordinates)
+    h = tf.concat([rows, tf.zeros([tf.shape(rows)[0], config.width - units])], axis=1)
+    predicted = out_act(tf.matmul(trunk(k, h), k['weight_head']))[:, 0]
+    matrix = tf.constant(dump_lib.projection_rows(
+        image['seed'], np.arange(image['num_rows']), image['num_columns'], image['std']),
+                         name='projection_image')
+    image_part = tf.matmul(images, matrix)
+    h = tf.concat([tf.zeros([tf.shape(image_part)[0], units]), image_part], axis=1)
+    logits = tf.matmul(trunk(k, h), k['class_head']) / config.temperature
+    return {dump_lib.ONNX_PREDICTED_WEIGHTS: predicted, dump_lib.ONNX_LOGITS: logits,
+            dump_lib.ONNX_PROBABILITIES: tf.nn.softmax(logits)}
+  return auxiliary
+
+
+def onnx_model(model):
+  """The dump's ONNX graph of `model` (tf2onnx), initializers named by canonical weight name.
+
+  Args:
+    model: a built quine.
+
+  Returns:
+    An onnx.ModelProto.
+
+  Raises:
+    ExportError: the converted graph does not carry every weight as a named initializer.
+  """
+  import tf2onnx  # pylint: disable=g-import-not-at-top  (slow, and only needed here)
+  config = model.config
+  weights = {name: v.numpy() for name, v in zip(model.weight_names(), model.quine_variables)}
+  fn = _onnx_function(config, weights)
+  proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature,
+                                           opset=dump_lib.ONNX_OPSET)
+  interface = dump_lib.onnx_interface(config.to_dict())
+  mapping = {f'{name}:0': name for name in weights}
+  mapping.update({f'projection_{k}:0': v
+                  for k, v in interface['projection_initializers'].items()})
+  onnx_graph.rename_initializers(proto, mapping)
+  values = onnx_graph.initializers(proto)
+  for name, value in weights.items():
+    if name not in values or not np.array_equal(values[name], value):
+      raise ExportError(f'tf2onnx did not keep weight {name!r} as an initializer of its own '
+                        f'(initializers: {sorted(values)})')
+  proto.doc_string = (f'quine-zoo {config.kind} quine, N = {config.num_weights} weights; '
+                      'see manifest.json')
+  return proto
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def versions(model_dir):
+  """The numeric version folders under `model_dir`, ascending."""
+  if not os.path.isdir(model_dir):
+    return []
+  return sorted(int(v) for v in os.listdir(model_dir)
+                if v.isdigit() and os.path.isdir(os.path.join(model_dir, v)))
+
+
+def _check_against_onnx(model, version_dir):
+  """Runs the exported ONNX graph on a sample of coordinates and compares it with `model`."""
+  import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+  n = model.num_weights
+  coordinates = np.unique(np.linspace(0, n - 1, min(n, 4096)).astype(np.int64))
+  feeds = {dump_lib.ONNX_COORDINATES: coordinates}
+  if model.config.kind == 'auxiliary':
+    feeds[dump_lib.ONNX_IMAGES] = np.zeros([0, model.config.image_size], np.float32)
+  session = ort.InferenceSession(os.path.join(version_dir, dump_lib.ONNX_FILE),
+                                 providers=['CPUExecutionProvider'])
+  got = session.run([dump_lib.ONNX_PREDICTED_WEIGHTS], feeds)[0]
+  want = model.predict_weights(tf.constant(coordinates)).numpy()
+  scale = max(float(np.max(np.abs(want))), 1e-12)
+  if not np.max(np.abs(got - want)) <= _RTOL * scale:
+    raise ExportError(f'the ONNX graph disagrees with the model: max |diff| '
+                      f'{np.max(np.abs(got - want)):.3g} (scale {scale:.3g})')
+
+
+def export_model(model, export_base, model_name, version=None, overwrite=False, source=None):
+  """Exports a live quine into `<export_base>/<model_name>/<version>/`, atomically.
+
+  Args:
+    model: a built quine (VanillaQuine or AuxiliaryQuine).
+    export_base: the folder TF Serving's model_base_path points above.
+    model_name: the model's folder name (and serving name).
+    version: positive integer; None means one more than the newest existing version (or 1).
+    overwrite: replace an existing version instead of refusing.
+    source: provenance recorded in the manifest (e.g. from `load_model`).
+
+  Returns:
+    The version folder's path.
+
+  Raises:
+    ExportError: a bad name or version, or an existing version without overwrite.
+  """
+  if not _MODEL_NAME.match(model_name or ''):
+    raise ExportError(f'model name {model_name!r} must be letters, digits, _ . - '
+                      '(and not start with . or -)')
+  model_dir = os.path.join(os.path.abspath(export_base), model_name)
+  if version is None:
+    version = (versions(model_dir) or [0])[-1] + 1
+  if int(version) <= 0:
+    raise ExportError(f'version {version} must be a positive integer')
+  version_dir = os.path.join(model_dir, str(int(version)))
+  if os.path.exists(version_dir) and not overwrite:
+    raise ExportError(f'{version_dir} already exists; pick another version or pass --overwrite')
+  source = dict(source or {}, model_name=model_name, version=int(version),
+                exported_at=datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec='seconds'),
+                tensorflow=tf.__version__)
+  theta = model.flatten().numpy()
+  try:
+    with dump_lib.atomic_directory(version_dir, overwrite) as tmp:
+      write_saved_model(model, tmp)
+      dump_lib.write_dump_files(
+          tmp, model.config.to_dict(), theta, onnx_model(model).SerializeToString(),
+          lineage={'generation': 0, 'parent': None, 'built_with': 'tensorflow'}, source=source)
+      dump_lib.read_dump(tmp, verify_onnx=True)
+      _check_against_onnx(model, tmp)
+  except FileExistsError as e:
+    raise ExportError(str(e)) from e
+  return version_dir
+
+
+def export_workdir(workdir, export_base, model_name, version=None, overwrite=False):
+  """Exports the latest checkpoint of a training workdir (see `export_model`).
+
+  Args:
+    workdir: the training run's folder.
+    export_base: base folder of exports.
+    model_name: name of the model folder under export_base.
+    version: positive integer, or None for the next free one.
+    overwrite: replace an existing version.
+
+  Returns:
+    The path `<export_base>/<model_name>/<version>`.
+
+  Raises:
+    ExportError: no checkpoint or config in workdir, or see `export_model`.
+  """
+  model, source = load_model(workdir)
+  return export_model(model, export_base, model_name, version, overwrite, source)
