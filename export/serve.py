@@ -1,0 +1,74 @@
+r"""Serves exported quines with TensorFlow Serving's REST API (werkzeug), on 127.0.0.1 by default.
+
+Clients written for TF Serving work unchanged. Examples (from the repository root):
+
+  python export/serve.py --model_base_path=exports/vanilla            # model name: vanilla
+  python export/serve.py --model_config_file=models.config --rest_api_port=8501
+
+  curl localhost:8501/v1/models/vanilla
+  curl localhost:8501/v1/models/vanilla/metadata
+  curl -d '{"instances": [0, 1, 2]}' localhost:8501/v1/models/vanilla:predict
+  curl -d '{"signature_name": "weights", "inputs": {}}' localhost:8501/v1/models/vanilla:predict
+
+For production, serve the same folder with TF Serving itself (see docs/EXPORT.md):
+
+  docker run -p 8501:8501 -v "$PWD/exports/vanilla:/models/vanilla" -e MODEL_NAME=vanilla \
+      tensorflow/serving
+"""
+
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's C++ start-up notes out
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from werkzeug import serving as werkzeug_serving
+
+from export import serving
+
+_MODEL_BASE_PATH = flags.DEFINE_string(
+    'model_base_path', None, 'Folder of one model\'s numeric versions (<export_dir>/<name>).')
+_MODEL_NAME = flags.DEFINE_string('model_name', None,
+                                  'Name to serve it under (default: the folder\'s name).')
+_MODEL_CONFIG_FILE = flags.DEFINE_string(
+    'model_config_file', None, 'TF Serving model config file (text protobuf) naming several '
+    'models; instead of --model_base_path.')
+_PORT = flags.DEFINE_integer('rest_api_port', 8501, 'HTTP port (0: any free port).',
+                             lower_bound=0, upper_bound=65535)
+flags.DEFINE_alias('port', 'rest_api_port')
+_HOST = flags.DEFINE_string('host', '127.0.0.1', 'Address to bind (0.0.0.0 exposes the server).')
+_MAX_BODY_BYTES = flags.DEFINE_integer('max_body_bytes', serving.DEFAULT_MAX_BODY_BYTES,
+                                       'Largest accepted request body.', lower_bound=1)
+flags.register_multi_flags_validator(
+    ['model_base_path', 'model_config_file'],
+    lambda f: (f['model_base_path'] is None) != (f['model_config_file'] is None),
+    message='give exactly one of --model_base_path and --model_config_file')
+
+
+def main(argv):
+  if len(argv) > 1:
+    sys.exit(f'serve.py: error: unexpected arguments {argv[1:]}')
+  if _MODEL_CONFIG_FILE.value:
+    try:
+      models = serving.read_model_config_file(_MODEL_CONFIG_FILE.value)
+    except (OSError, ValueError) as e:
+      sys.exit(f'serve.py: error: {e}')
+  else:
+    base = os.path.abspath(_MODEL_BASE_PATH.value)
+    models = {_MODEL_NAME.value or os.path.basename(base.rstrip(os.sep)): base}
+  application = serving.ServingApp(models, _MAX_BODY_BYTES.value)
+  for name, model in application.models.items():
+    found = model.versions()
+    print(f'{name}: {model.base_path} versions {found or "none yet (waiting for one)"}')
+  server = werkzeug_serving.make_server(_HOST.value, _PORT.value, application, threaded=True)
+  print(f'Serving on http://{_HOST.value}:{server.server_port}/v1/models/'
+        f'{next(iter(models))} (Ctrl-C stops)', flush=True)
+  try:
+    server.serve_forever()
+  except KeyboardInterrupt:
+    pass
+
+
+if __name__ == '__main__':
+  app.run(main)
