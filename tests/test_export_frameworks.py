@@ -1,0 +1,97 @@
+"""Tests of export.frameworks: the forward pass in TF, ONNX Runtime, PyTorch and NumPy agrees."""
+
+import os
+import shutil
+import tempfile
+from unittest import mock
+
+from absl.testing import parameterized
+import numpy as np
+import onnx
+import tensorflow as tf
+import torch
+
+from conftest import numpy_kernels
+from conftest import numpy_predict_weights
+from export import dump as dump_lib
+from export import frameworks
+from export import replication
+from export import saved_model
+from export import testing
+from models import projection as projection_lib
+
+
+class ReplicaTest(tf.test.TestCase, parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.root = tempfile.mkdtemp()
+    cls.models, cls.dumps = {}, {}
+    for kind, config in testing.CONFIGS.items():
+      cls.models[kind] = testing.make_workdir(os.path.join(cls.root, kind), config)
+      path = saved_model.export_workdir(os.path.join(cls.root, kind), cls.root + '/x', kind)
+      cls.dumps[kind] = dump_lib.read_dump(path)
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.root, ignore_errors=True)
+    super().tearDownClass()
+
+  @parameterized.product(kind=['vanilla', 'auxiliary'], framework=frameworks.FRAMEWORKS)
+  def test_predictions_agree_with_tensorflow(self, kind, framework):
+    model, dump = self.models[kind], self.dumps[kind]
+    replica = frameworks.make_replica(framework, dump)
+    self.assertAllEqual(replica.theta, model.flatten())
+    coordinates = np.arange(model.num_weights)
+    want = model.predict_weights(tf.constant(coordinates)).numpy()
+    got = replica.predict_all()
+    self.assertEqual(got.dtype, np.float32)
+    scale = replication.max_abs(want, replica.theta)
+    self.assertAllClose(got, want, rtol=0, atol=replication.RTOL * scale)
+    oracle = numpy_predict_weights(model.config, numpy_kernels(model), coordinates)
+    self.assertAllClose(got, oracle, rtol=0, atol=replication.RTOL * scale)
+    if kind == 'auxiliary':
+      images, _ = testing.fake_images(7, 16, 3)
+      want = model.classify(images).numpy()
+      self.assertAllClose(replica.classify(images), want, rtol=0,
+                          atol=replication.RTOL * replication.max_abs(want))
+
+  def test_keras_rebuild_equals_saved_model(self):
+    dump = self.dumps['auxiliary']
+    saved = frameworks.make_replica('tensorflow', dump)
+    keras = frameworks.make_replica('tensorflow', dump, use_saved_model=False)
+    self.assertEqual((saved.name, keras.name), ('tensorflow[saved_model]', 'tensorflow[keras]'))
+    self.assertAllEqual(saved.theta, keras.theta)
+    self.assertAllClose(saved.predict_all(), keras.predict_all(), rtol=0, atol=1e-7)
+
+  def test_onnxruntime_reads_theta_from_the_onnx_file(self):
+    dump = self.dumps['vanilla']
+    fake = dump_lib.Dump(dump.path, dump.manifest,
+                         {k: np.zeros_like(v) for k, v in dump.weights.items()})
+    self.assertAllEqual(frameworks.make_replica('onnxruntime', fake).theta, dump.theta)
+
+  def test_torch_projection_is_bit_identical(self):
+    rows = np.array([0, 1, 2, 12345, 2**31 - 1, 2**31, 2**32 - 1], np.int64)
+    for seed, columns, std in ((0, 5, 0.0577), (2**32 - 2, 3, 1.0), (7, 100, 0.01)):
+      want = projection_lib.numpy_projection(seed, rows, columns, std)
+      got = frameworks.torch_projection(seed, torch.from_numpy(rows), columns, std).numpy()
+      self.assertEqual(got.dtype, np.float32)
+      self.assertEqual(got.tobytes(), want.tobytes())
+
+  def test_onnx_graph_can_hash_the_projection_itself(self):
+    base = self.create_tempdir().full_path
+    with mock.patch.object(dump_lib, 'MAX_TABLE_ENTRIES', 0):  # as for a huge quine
+      path = saved_model.export_model(self.models['vanilla'], base, 'hashed')
+    dump = dump_lib.read_dump(path)
+    self.assertIsNone(dump.manifest['projections']['coordinate']['onnx_initializer'])
+    graph = onnx.load(dump.onnx_path).graph
+    self.assertNotIn('projection/coordinate', [i.name for i in graph.initializer])
+    self.assertIn('BitwiseXor', [n.op_type for n in graph.node])
+    got = frameworks.make_replica('onnxruntime', dump).predict_all()
+    want = frameworks.make_replica('numpy', dump).predict_all()
+    self.assertAllClose(got, want, rtol=0, atol=1e-6)
+
+
+if __name__ == '__main__':
+  tf.test.main()
