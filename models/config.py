@@ -19,6 +19,10 @@ PAPER_PROJECTION_STD = 0.1 / math.sqrt(3.0)
 PAPER_IMAGE_PROJECTION_STD = 0.05 / math.sqrt(3.0)
 
 
+_AUXILIARY_FIELDS = ('coordinate_units', 'image_size', 'num_classes', 'temperature',
+                     'image_projection_std')
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Architecture of a quine.
@@ -94,7 +98,12 @@ class ModelConfig:
     return self
 
   def to_dict(self):
-    return dataclasses.asdict(self)
+    """The fields that matter for this kind (a vanilla quine has no image or class fields)."""
+    d = dataclasses.asdict(self)
+    if self.kind == 'vanilla':
+      for name in _AUXILIARY_FIELDS:
+        del d[name]
+    return d
 
   @classmethod
   def from_dict(cls, d):
