@@ -265,12 +265,10 @@ class TensorFlowReplica(Replica):
       model.assign_flat(tf.constant(dump.theta))
       self._model = model
       self.theta = model.flatten().numpy()
-      self._predict = tf.function(model.predict_weights,
-                                  input_signature=[tf.TensorSpec([None], tf.int64)])
+      # Eager: a handful of ops per chunk, and no retracing per rebuilt generation.
+      self._predict = model.predict_weights
       if dump.kind == 'auxiliary':
-        self._classify = tf.function(
-            model.classify, input_signature=[tf.TensorSpec([None, model.config.image_size],
-                                                           tf.float32)])
+        self._classify = model.classify
 
   def predict_weights(self, coordinates):
     return self._predict(self._tf.constant(np.asarray(coordinates, np.int64))).numpy()

@@ -98,7 +98,8 @@ def build_lineage(root, framework, generations, output_dir, check_frameworks=(),
                     other_pred, predictions, replication.max_abs(predictions, replica.theta)))
       if logits is not None:
         agrees = agrees and replication.within_tolerance(
-            other_replica.classify_all(images), logits)
+            other_replica.classify_all(images), logits, replication.logit_scale(
+                logits, replica.theta, parent.config['temperature']))
     if diffs:
       row['cross_framework_max_diff'] = max(diffs)
       row['agrees'] = bool(agrees)

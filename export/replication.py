@@ -9,7 +9,8 @@ next to the weight RMS and the largest differences from TensorFlow's own theta a
 A framework agrees when its theta equals TensorFlow's exactly and its predictions (and logits) are
 within float32 tolerance: |diff| <= RTOL * scale, the scale being the largest magnitude of the
 weights or of TensorFlow's predictions (rounding errors grow with the terms of the sums, not with
-their result, which can be far smaller when a quine predicts near-zero weights), or of the logits.
+their result, which can be far smaller when a quine predicts near-zero weights); for logits, of the
+logits or of a weight divided by the temperature.
 """
 
 import os
@@ -64,6 +65,15 @@ def accuracy(logits, labels):
 def max_abs(*arrays):
   """The largest magnitude in any of `arrays` (a tiny positive number if all are empty)."""
   return max([float(np.max(np.abs(a))) for a in arrays if np.size(a)] + [1e-30])
+
+
+def logit_scale(logits, theta, temperature):
+  """The scale of logits' rounding errors: their size, or that of a weight over the temperature.
+
+  A logit sums terms h * w / temperature; when they cancel, the logit is far smaller than its
+  terms and than its rounding error relative to itself.
+  """
+  return max(max_abs(logits), max_abs(theta) / temperature)
 
 
 def within_tolerance(values, reference, scale=None, rtol=RTOL):
@@ -124,7 +134,8 @@ def replicate(dump, frameworks=frameworks_lib.FRAMEWORKS, images=None, labels=No
         pred, ref_pred, max_abs(ref_pred, ref_theta))
     if logits is not None:
       row['max_abs_diff_logits'] = _max_abs_diff(logits, ref_logits)
-      agrees = agrees and within_tolerance(logits, ref_logits)
+      agrees = agrees and within_tolerance(
+          logits, ref_logits, logit_scale(ref_logits, ref_theta, dump.config['temperature']))
     row['agrees'] = agrees
     rows.append(row)
   return rows

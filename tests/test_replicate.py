@@ -1,0 +1,133 @@
+"""Tests of the replication report (export.replication, export.report) and the two binaries."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from conftest import REPO_ROOT
+from export import frameworks
+from export import replication
+from export import report
+from export import saved_model
+from export import testing
+
+
+class MetricsTest(tf.test.TestCase):
+
+  def test_metrics_match_the_trainers(self):
+    from trainers import metrics as trainer_metrics  # pylint: disable=g-import-not-at-top
+    rng = np.random.default_rng(0)
+    theta = rng.normal(size=50).astype(np.float32)
+    predictions = (theta * 0.9 + rng.normal(size=50) * 0.01).astype(np.float32)
+    ours = replication.metrics(theta, predictions)
+    theirs = trainer_metrics.replication_metrics(theta, predictions)
+    for key in ('l_sr', 'rho', 'r2', 'weight_rms', 'prediction_rms'):
+      self.assertAllClose(ours[key], float(theirs[key]), rtol=1e-12)
+
+  def test_copy_and_zero_predictions(self):
+    theta = np.array([1.0, -2.0, 3.0], np.float32)
+    self.assertEqual(replication.metrics(theta, theta)['rho'], 0.0)
+    self.assertEqual(replication.metrics(theta, np.zeros(3))['rho'], 1.0)
+    self.assertEqual(replication.metrics(theta, np.zeros(3))['l_sr'], 14.0)
+
+  def test_table_has_a_header_and_a_row_each(self):
+    text = replication.format_table(
+        [{'framework': 'numpy', 'l_sr': 0.5, 'agrees': True},
+         {'framework': 'torch', 'l_sr': 1e-9, 'agrees': False}], ('framework', 'l_sr', 'agrees'))
+    lines = text.splitlines()
+    self.assertLen(lines, 4)
+    self.assertIn('L_SR', lines[0])
+    self.assertIn('1e-09', lines[3])
+    self.assertIn('NO', lines[3])
+
+
+class MnistTest(tf.test.TestCase):
+
+  def test_missing_data_fails_fast_and_clearly(self):
+    with self.assertRaisesRegex(replication.DataError, 'mnist/3.0.1.*--data_dir'):
+      replication.load_mnist_test(self.create_tempdir().full_path)
+
+  def test_reads_prepared_mnist_when_present(self):
+    data_dir = os.environ.get('TFDS_DATA_DIR') or os.path.join(REPO_ROOT, '..', 'shared', 'tfds')
+    if not os.path.exists(os.path.join(data_dir, 'mnist', '3.0.1')):
+      self.skipTest(f'no prepared MNIST in {data_dir}')
+    images, labels = replication.load_mnist_test(data_dir, limit=5)
+    self.assertEqual(images.shape, (5, 784))
+    self.assertEqual(images.dtype, np.float32)
+    self.assertBetween(float(images.max()), 0.5, 1.0)
+    self.assertEqual(labels.shape, (5,))
+
+
+class ReportTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.root = tempfile.mkdtemp()
+    for kind, config in testing.CONFIGS.items():
+      testing.make_workdir(os.path.join(cls.root, kind), config, scale=2.0)
+      saved_model.export_workdir(os.path.join(cls.root, kind), os.path.join(cls.root, 'x'), kind)
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.root, ignore_errors=True)
+    super().tearDownClass()
+
+  def test_auxiliary_report_agrees_and_writes_its_files(self):
+    images, labels = testing.fake_images(8, 16, 3)
+    out = self.create_tempdir().full_path
+    logged = []
+    result = report.run(os.path.join(self.root, 'x', 'auxiliary'), frameworks.FRAMEWORKS, 2,
+                        'torch', out, images, labels, log=logged.append)
+    self.assertTrue(result['agrees'], result)
+    self.assertEqual([r['framework'] for r in result['replication']],
+                     ['tensorflow[saved_model]', 'onnxruntime', 'torch', 'numpy'])
+    accuracies = {r['test_accuracy'] for r in result['replication']}
+    self.assertLen(accuracies, 1)  # every framework classifies the same
+    self.assertLen(result['lineage'], 3)
+    self.assertContainsSubset(['report.txt', 'report.json', 'lineage.png', 'generation_1',
+                               'generation_2'], os.listdir(out))
+    with open(os.path.join(out, 'report.json')) as f:
+      self.assertEqual(json.load(f)['lineage'][2]['generation'], 2)
+    self.assertIn('max|dpred| vs TF', logged[1])
+    self.assertIn('test acc', logged[2])
+
+  def test_default_output_dir_is_beside_the_version(self):
+    version_dir = os.path.join(self.root, 'x', 'vanilla', '1')
+    self.assertEqual(report.default_output_dir(version_dir), version_dir + '.replication')
+
+
+class BinariesTest(tf.test.TestCase):
+
+  def _run(self, script, *args):
+    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'export', script), *args],
+                          capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+
+  def test_export_then_replicate_from_the_command_line(self):
+    root = self.create_tempdir().full_path
+    testing.make_workdir(os.path.join(root, 'wd'), testing.VANILLA, scale=2.0)
+    exported = self._run('export_model.py', f'--workdir={root}/wd', f'--export_dir={root}/x')
+    self.assertEqual(exported.returncode, 0, exported.stderr)
+    self.assertIn(f'Exported {root}/x/vanilla/1', exported.stdout)
+    replicated = self._run('replicate.py', f'--dump={root}/x/vanilla', '--generations=1')
+    self.assertEqual(replicated.returncode, 0, replicated.stderr)
+    for name in ('tensorflow[saved_model]', 'onnxruntime', 'torch', 'numpy', 'Lineage'):
+      self.assertIn(name, replicated.stdout)
+    self.assertTrue(os.path.exists(f'{root}/x/vanilla/1.replication/lineage.png'))
+
+  def test_bad_dump_is_reported_in_one_line(self):
+    root = self.create_tempdir().full_path
+    result = self._run('replicate.py', f'--dump={root}')
+    self.assertEqual(result.returncode, 2)
+    self.assertIn('replicate.py: error:', result.stderr)
+    self.assertIn('manifest.json', result.stderr)
+
+
+if __name__ == '__main__':
+  tf.test.main()
