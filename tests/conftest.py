@@ -1,0 +1,135 @@
+"""Shared tiny fixtures and NumPy oracles for the quine tests.
+
+The test classes are `tf.test.TestCase` / `absltest` (no pytest fixtures), so the shared pieces are
+plain functions, imported as `from conftest import ...` (pytest puts `tests/` on sys.path, and so
+does running a test file directly).
+
+The oracles re-derive the forward pass from the definitions (one-hot coordinate times the
+projection matrix, then the layers), in float64 NumPy, without going through the Keras layers.
+"""
+
+import dataclasses
+import os
+
+# Keep TensorFlow's C++ INFO lines out of test logs (set before TensorFlow is imported anywhere).
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import flags  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from models import projection as projection_lib  # pylint: disable=g-import-not-at-top
+from models.config import ModelConfig  # pylint: disable=g-import-not-at-top
+
+# absltest's create_tempdir() reads --test_tmpdir; under pytest nobody parses absl flags, so take
+# the defaults (absltest.main() parses them when a test file is run directly).
+if not flags.FLAGS.is_parsed():
+  flags.FLAGS.mark_as_parsed()
+
+
+
+def _split_the_cpu_in_two():
+  """Two logical CPUs, so that MirroredStrategy runs with two replicas on one machine.
+
+  Must happen before TensorFlow's runtime starts (the first op); ops still default to CPU:0.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  cpu = tf.config.list_physical_devices('CPU')[0]
+  try:
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+  except RuntimeError:  # the runtime already started (a test file run on its own, say)
+    pass
+
+
+_split_the_cpu_in_two()
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+NUMPY_ACTIVATIONS = {
+    'selu': lambda x: _SELU_SCALE * np.where(x > 0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0))),
+    'relu': lambda x: np.maximum(x, 0.0),
+    'tanh': np.tanh,
+    'linear': lambda x: x,
+}
+
+
+def tiny_model_config(**overrides):
+  """A vanilla quine of width 4: N = 2 * 4 * 4 + 4 = 36 weights."""
+  return dataclasses.replace(ModelConfig(width=4), **overrides)
+
+
+def tiny_aux_config(**overrides):
+  """An auxiliary quine of width 6 (3 coordinate + 3 image units), 5-pixel images, 3 classes.
+
+  N = 2 * 6 * 6 + 6 + 6 * 3 = 96 weights. Temperature 0.1, so applying it twice would show.
+  """
+  return dataclasses.replace(
+      ModelConfig(kind='auxiliary', width=6, coordinate_units=3, image_size=5, num_classes=3,
+                  temperature=0.1), **overrides)
+
+
+def tiny_train_config(model=None, **overrides):
+  """The 'tiny' preset (width 4, batch 2, N = 36), never plotting mid-run, with overrides."""
+  from trainers import configs  # pylint: disable=g-import-not-at-top
+  base = configs.PRESETS['tiny']
+  if model is not None:
+    overrides['model'] = model
+  return dataclasses.replace(base, plot_every=0, **overrides)
+
+
+def numpy_kernels(model):
+  """The model's kernels in canonical order, as float64 NumPy arrays."""
+  return [np.asarray(v.numpy(), np.float64) for v in model.quine_variables]
+
+
+def projection_matrix(config):
+  """The coordinate projection as an explicit [N, units] matrix, from the NumPy reference."""
+  units = config.coordinate_units if config.kind == 'auxiliary' else config.width
+  return projection_lib.numpy_projection(
+      config.projection_seed, np.arange(config.num_weights), units, config.projection_std
+  ).astype(np.float64)
+
+
+def image_matrix(config):
+  """The auxiliary quine's image projection [image_size, width - coordinate_units]."""
+  return projection_lib.numpy_projection(
+      config.projection_seed + 1, np.arange(config.image_size),
+      config.width - config.coordinate_units, config.image_projection_std).astype(np.float64)
+
+
+def coordinate_rows(config, coordinates):
+  """one_hot(c, N) @ projection matrix, for each coordinate: [B, units]."""
+  return np.eye(config.num_weights)[np.asarray(coordinates)] @ projection_matrix(config)
+
+
+def image_rows(config, images):
+  """Flattened images @ image projection matrix: [B, width - coordinate_units]."""
+  return np.asarray(images, np.float64).reshape(-1, config.image_size) @ image_matrix(config)
+
+
+def numpy_heads(config, kernels, inputs):
+  """(predicted weights [B], logits [B, classes] or None) for first-layer inputs [B, width].
+
+  The logits are divided once by the temperature.
+  """
+  act = NUMPY_ACTIVATIONS[config.activation]
+  h = inputs
+  for w in kernels[:config.num_hidden]:
+    h = act(h @ w)
+  weights = NUMPY_ACTIVATIONS[config.output_activation](h @ kernels[config.num_hidden])[:, 0]
+  logits = None
+  if config.kind == 'auxiliary':
+    logits = h @ kernels[config.num_hidden + 1] / config.temperature
+  return weights, logits
+
+
+def numpy_predict_weights(config, kernels, coordinates):
+  """f(c) for each coordinate (an auxiliary quine's paired with a zero image)."""
+  inputs = coordinate_rows(config, coordinates)
+  if config.kind == 'auxiliary':
+    inputs = np.concatenate(
+        [inputs, np.zeros([len(inputs), config.width - config.coordinate_units])], axis=1)
+  return numpy_heads(config, kernels, inputs)[0]

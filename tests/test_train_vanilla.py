@@ -1,0 +1,112 @@
+"""Tests of the train_vanilla.py binary, run as a user runs it (a subprocess).
+
+Each subprocess imports TensorFlow (a few seconds), so there are only a handful: the bad-flag
+cases, and one tiny run that writes every artifact.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+from absl.testing import parameterized
+import tensorflow as tf
+
+from conftest import REPO_ROOT
+
+_BINARY = os.path.join(REPO_ROOT, 'trainers', 'train_vanilla.py')
+_PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+def _run_binary(*args):
+  env = dict(os.environ)
+  # Import this checkout's packages, whatever the virtualenv's editable install points at.
+  env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p)
+  return subprocess.run([sys.executable, _BINARY, *args], cwd=REPO_ROOT, env=env,
+                        capture_output=True, text=True, timeout=300, check=False)
+
+
+def _lines(text):
+  return [line for line in text.splitlines() if line.strip()]
+
+
+class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ('batch_size_above_n', ['--preset=tiny', '--batch_size=100000'],
+       r'--batch_size=100000 exceeds the number of weights N=36'),
+      ('zero_width', ['--preset=tiny', '--width=0'], r'width=0 must be positive'),
+      ('stray_argument', ['--preset=tiny', 'extra'], r'unexpected arguments'),
+  )
+  def test_bad_config_exits_with_one_error_line(self, args, message):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    result = _run_binary(f'--workdir={workdir}', *args)
+    self.assertNotEqual(result.returncode, 0, result.stderr)
+    self.assertNotIn('Traceback', result.stderr)
+    # TensorFlow's own start-up notes may precede it; the binary's error is one line, the last.
+    errors = [line for line in _lines(result.stderr) if ': error: ' in line]
+    self.assertLen(errors, 1, result.stderr)
+    self.assertStartsWith(errors[0], 'train_vanilla.py: error: ')
+    self.assertRegex(errors[0], message)
+    self.assertEqual(_lines(result.stderr)[-1], errors[0])
+    self.assertFalse(os.path.exists(workdir))  # refused before touching the file system
+
+  def test_enum_flag_value_is_rejected_by_absl(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    result = _run_binary(f'--workdir={workdir}', '--preset=tiny', '--optimizer=nope')
+    self.assertNotEqual(result.returncode, 0, result.stderr)
+    self.assertNotIn('Traceback', result.stderr)
+    self.assertRegex(result.stderr, r'--optimizer=nope: value should be one of')
+    self.assertFalse(os.path.exists(workdir))
+
+  def test_unknown_preset_is_rejected(self):
+    # Whether --preset is an enum (absl rejects it) or checked by the config, the user is told.
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    result = _run_binary(f'--workdir={workdir}', '--preset=nope')
+    self.assertNotEqual(result.returncode, 0, result.stderr)
+    self.assertNotIn('Traceback', result.stderr)
+    self.assertRegex(result.stderr, r"--preset='?nope")
+    self.assertFalse(os.path.exists(workdir))
+
+  def test_missing_workdir_is_rejected(self):
+    result = _run_binary('--preset=tiny')
+    self.assertNotEqual(result.returncode, 0)
+    self.assertNotIn('Traceback', result.stderr)
+    self.assertRegex(result.stderr, r'--workdir')
+
+  def test_tiny_run_writes_every_artifact_and_refuses_another_config(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    result = _run_binary(f'--workdir={workdir}', '--preset=tiny', '--num_epochs=1')
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertIn('finished', result.stdout)
+
+    with open(os.path.join(workdir, 'config.json')) as f:
+      config = json.load(f)
+    self.assertEqual(config['num_weights'], 36)  # 2 * 4 * 4 + 4
+    self.assertEqual(config['num_epochs'], 1)
+    self.assertEqual(config['model']['width'], 4)
+
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      lines = [json.loads(line) for line in f]
+    self.assertEqual([(m['phase'], m['epoch']) for m in lines], [(0, 0), (1, 1)])
+
+    pngs = glob.glob(os.path.join(workdir, 'plots', '*.png'))
+    self.assertNotEmpty(pngs)
+    for png in pngs:
+      with open(png, 'rb') as f:
+        self.assertEqual(f.read(8), _PNG_MAGIC)
+    self.assertIsNotNone(tf.train.latest_checkpoint(os.path.join(workdir, 'checkpoints')))
+    self.assertNotEmpty(glob.glob(os.path.join(workdir, 'tensorboard', 'events.out.tfevents.*')))
+
+    refused = _run_binary(f'--workdir={workdir}', '--preset=tiny', '--num_epochs=1', '--width=3')
+    self.assertNotEqual(refused.returncode, 0)
+    self.assertNotIn('Traceback', refused.stderr)
+    self.assertRegex(_lines(refused.stderr)[-1],
+                     r'^train_vanilla.py: error: .*different configuration')
+    with open(os.path.join(workdir, 'config.json')) as f:
+      self.assertEqual(json.load(f), config)
+
+
+if __name__ == '__main__':
+  tf.test.main()
