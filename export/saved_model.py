@@ -86,6 +86,35 @@ class _OptimizerView(tf.Module):
     self._trainable_variables = list(variables)
 
 
+def _restore(model, path, with_optimizer):
+  """Restores every quine variable of `model` from `path`, or raises.
+
+  Args:
+    model: a freshly built quine.
+    path: a checkpoint written by the trainers (model, optimizer, ...) or holding the model alone.
+    with_optimizer: also read the kernels through the trainer's optimizer, which was built on
+      quine_variables in canonical order. A model that does not track all of its kernels itself
+      (Keras 3 does not track the plain list holding the hidden layers) has them in a trainer's
+      checkpoint only along that path.
+
+  Raises:
+    AssertionError: some variable has no value in the checkpoint (or could not be reached).
+  """
+  objects = {'model': model}
+  if with_optimizer:
+    objects['optimizer'] = _OptimizerView(model.quine_variables)
+  else:
+    tracked = {id(t) for t in tf.train.TrackableView(model).descendants()}
+    untracked = [v.path for v in model.quine_variables if id(v) not in tracked]
+    if untracked:
+      raise AssertionError(f'the model does not track path={", path=".join(untracked)}')
+  status = tf.train.Checkpoint(**objects).restore(path)
+  try:
+    status.assert_existing_objects_matched()
+  finally:
+    status.expect_partial()  # the optimizer's slots, targets and counters are not exported
+
+
 def load_model(workdir):
   """Rebuilds the quine of a training workdir from its latest checkpoint.
 
@@ -104,26 +133,19 @@ def load_model(workdir):
   if not latest:
     raise ExportError(f'{checkpoint_dir} holds no checkpoint: nothing to export from {workdir} '
                       '(train first, or point --workdir at a finished run)')
-  model = build_quine(config)
-  objects = {'model': model}
-  tracked = {id(t) for t in tf.train.TrackableView(model).descendants()}
-  if not all(id(v) in tracked for v in model.quine_variables):
-    # Kernels the model does not track itself (Keras 3 does not track the plain list holding the
-    # hidden layers) are in a trainer's checkpoint only through its optimizer, built on
-    # quine_variables in canonical order: restore them along that path.
-    objects['optimizer'] = _OptimizerView(model.quine_variables)
-  status = None
-  try:
-    status = tf.train.Checkpoint(**objects).restore(latest)
-    status.assert_existing_objects_matched()
-  except (AssertionError, ValueError, tf.errors.OpError) as e:
-    missing = re.findall(r'path=([^,\s]+)', str(e))  # unmatched variables, without their values
-    why = f'no value for {missing}' if missing else ' '.join(str(e).split())[:300]
+  model, error = None, None
+  for with_optimizer in (False, True):
+    model = build_quine(config)
+    try:
+      _restore(model, latest, with_optimizer)
+      break
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+      error = e
+  else:
+    missing = re.findall(r'path=([^,\s]+)', str(error))  # unmatched variables, not their values
+    why = f'no value for {missing}' if missing else ' '.join(str(error).split())[:300]
     raise ExportError(f'{latest} does not hold every weight of the quine in {CONFIG_FILE}: '
-                      f'{why}') from e
-  finally:
-    if status is not None:
-      status.expect_partial()  # the optimizer's slots, targets and counters are not exported
+                      f'{why}') from error
   source = {'workdir': os.path.abspath(workdir), 'checkpoint': os.path.abspath(latest),
             'last_metrics': _last_metrics(workdir)}
   return model, source

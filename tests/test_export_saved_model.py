@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from unittest import mock
 
 from absl.testing import parameterized
 import numpy as np
@@ -15,6 +16,7 @@ from export import dump as dump_lib
 from export import saved_model
 from export import testing
 from models import build_quine
+from models.quine import VanillaQuine
 
 
 class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
@@ -140,6 +142,33 @@ class BadWorkdirTest(tf.test.TestCase):
     with self.assertRaisesRegex(saved_model.ExportError,
                                 'does not hold every weight.*hidden_1'):
       saved_model.export_workdir(workdir, os.path.join(workdir, 'x'), 'm')
+
+  def test_a_model_tracking_all_its_kernels_restores_old_and_new_checkpoints(self):
+    # What export sees once models/ tracks the hidden layers itself (checkpoint keys
+    # model/hidden_layer_<i>/...): both checkpoints written before and after such a change load.
+    class TrackingQuine(VanillaQuine):
+
+      def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        for i, layer in enumerate(self.hidden):
+          setattr(self, f'hidden_layer_{i + 1}', layer)
+
+    def build(config):
+      return TrackingQuine(config, name='vanilla_quine').build_weights()
+
+    old = self.create_tempdir().full_path
+    model = testing.make_workdir(old, testing.VANILLA, scale=3.0)
+    new = self.create_tempdir().full_path
+    testing.make_workdir(new, testing.VANILLA)
+    tracking = build(testing.VANILLA)
+    tracking.assign_flat(model.flatten())
+    shutil.rmtree(os.path.join(new, 'checkpoints'))
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=tracking),
+                               os.path.join(new, 'checkpoints'), 1).save()
+    with mock.patch.object(saved_model, 'build_quine', build):
+      for workdir in (old, new):
+        restored, _ = saved_model.load_model(workdir)
+        self.assertAllEqual(restored.flatten(), model.flatten())
 
   def test_bad_model_name_is_refused(self):
     workdir = self.create_tempdir().full_path
