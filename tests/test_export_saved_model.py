@@ -135,9 +135,11 @@ class BadWorkdirTest(tf.test.TestCase):
   def test_checkpoint_missing_some_kernels_is_refused(self):
     workdir = self.create_tempdir().full_path
     testing.make_workdir(workdir, testing.VANILLA)
-    model = build_quine(testing.VANILLA)  # the model alone does not track its hidden kernels
+    partial = tf.Module()  # a checkpoint holding the weight head alone
+    partial.weight_head = tf.Module()
+    partial.weight_head._kernel = tf.Variable(tf.zeros([4, 1]))  # pylint: disable=protected-access
     shutil.rmtree(os.path.join(workdir, 'checkpoints'))
-    tf.train.CheckpointManager(tf.train.Checkpoint(model=model),
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=partial),
                                os.path.join(workdir, 'checkpoints'), 1).save()
     with self.assertRaisesRegex(saved_model.ExportError,
                                 'does not hold every weight.*hidden_1'):
