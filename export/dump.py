@@ -41,9 +41,9 @@ ONNX_OPSET = 18  # BitwiseXor, needed when the graph hashes the projection itsel
 MAX_TABLE_ENTRIES = 1 << 24
 
 GENERATOR = 'fmix32-uniform-v1'
-_GOLDEN = 0x9E3779B9
-_COLUMN_MUL = 0x85EBCA77
-_COLUMN_ADD = 0x165667B1
+GOLDEN = 0x9E3779B9
+COLUMN_MUL = 0x85EBCA77
+COLUMN_ADD = 0x165667B1
 GENERATOR_DEFINITION = [
     'All integer arithmetic on uint32, wrapping modulo 2**32.',
     'fmix32(h): h ^= h >> 16; h *= 0x85EBCA6B; h ^= h >> 13; h *= 0xC2B2AE35; h ^= h >> 16',
@@ -82,8 +82,9 @@ class DumpError(ValueError):
 # --------------------------------------------------------------------------- the generator
 
 
-def _fmix32(h):
-  h = np.asarray(h, np.uint32)
+def fmix32(h):
+  """MurmurHash3's 32-bit finaliser on uint32 arrays (wrapping arithmetic)."""
+  h = np.array(h, np.uint32)  # a copy: the caller's array is not changed in place
   h ^= h >> np.uint32(16)
   h *= np.uint32(0x85EBCA6B)
   h ^= h >> np.uint32(13)
@@ -107,10 +108,10 @@ def projection_rows(seed, rows, num_columns, std):
     A float32 array [len(rows), num_columns].
   """
   with np.errstate(over='ignore'):
-    key = _fmix32(np.uint32(seed) ^ np.uint32(_GOLDEN))
-    r = _fmix32(np.asarray(rows, np.uint32).reshape(-1) ^ key)
-    cols = np.arange(num_columns, dtype=np.uint32) * np.uint32(_COLUMN_MUL) + np.uint32(_COLUMN_ADD)
-    h = _fmix32(r[:, None] ^ cols[None, :])
+    key = fmix32(np.uint32(seed) ^ np.uint32(GOLDEN))
+    r = fmix32(np.asarray(rows, np.uint32).reshape(-1) ^ key)
+    cols = np.arange(num_columns, dtype=np.uint32) * np.uint32(COLUMN_MUL) + np.uint32(COLUMN_ADD)
+    h = fmix32(r[:, None] ^ cols[None, :])
   unit = (h >> np.uint32(8)).astype(np.float32) * np.float32(2.0**-23) - np.float32(1.0)
   return unit * np.float32(std * math.sqrt(3.0))
 

@@ -19,8 +19,11 @@ import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's C++ start-up notes out
 
-from absl import app  # pylint: disable=g-import-not-at-top
+import logging as std_logging  # pylint: disable=g-import-not-at-top
+
+from absl import app
 from absl import flags
+from absl import logging
 
 from export import saved_model
 
@@ -34,7 +37,15 @@ _VERSION = flags.DEFINE_integer('version', None, 'Version number (default: newes
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing version.')
 
 
+def _quiet_logs():
+  """Hides TensorFlow's and tf2onnx's INFO lines (one per saved asset, per ONNX pass)."""
+  logging.set_verbosity(logging.WARNING)
+  for name in ('tensorflow', 'tf2onnx'):
+    std_logging.getLogger(name).setLevel(std_logging.WARNING)
+
+
 def main(argv):
+  _quiet_logs()
   if len(argv) > 1:
     sys.exit(f'export_model.py: error: unexpected arguments {argv[1:]}')
   try:

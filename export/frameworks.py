@@ -114,17 +114,17 @@ class NumpyReplica(Replica):
 # --------------------------------------------------------------------------- PyTorch
 
 
-def _torch_mul32(torch, h, constant):
+def _torch_mul32(h, constant):
   """(h * constant) mod 2**32 for int64 h in [0, 2**32), without int64 overflow."""
   lo, hi = constant & 0xFFFF, constant >> 16
   return (h * lo + (((h * hi) & 0xFFFF) << 16)) & 0xFFFFFFFF
 
 
-def _torch_fmix32(torch, h):
+def _torch_fmix32(h):
   h = h ^ (h >> 16)
-  h = _torch_mul32(torch, h, 0x85EBCA6B)
+  h = _torch_mul32(h, 0x85EBCA6B)
   h = h ^ (h >> 13)
-  h = _torch_mul32(torch, h, 0xC2B2AE35)
+  h = _torch_mul32(h, 0xC2B2AE35)
   return h ^ (h >> 16)
 
 
@@ -141,11 +141,11 @@ def torch_projection(seed, rows, num_columns, std):
     A float32 tensor [B, num_columns], bit-for-bit the NumPy reference.
   """
   import torch  # pylint: disable=g-import-not-at-top
-  key = int(dump_lib._fmix32(np.uint32(seed) ^ np.uint32(dump_lib._GOLDEN)))  # pylint: disable=protected-access
-  r = _torch_fmix32(torch, (rows.to(torch.int64) & 0xFFFFFFFF) ^ key)
+  key = int(dump_lib.fmix32(np.uint32(seed) ^ np.uint32(dump_lib.GOLDEN)))
+  r = _torch_fmix32((rows.to(torch.int64) & 0xFFFFFFFF) ^ key)
   cols = torch.arange(num_columns, dtype=torch.int64)
-  cols = (_torch_mul32(torch, cols, dump_lib._COLUMN_MUL) + dump_lib._COLUMN_ADD) & 0xFFFFFFFF  # pylint: disable=protected-access
-  h = _torch_fmix32(torch, r[:, None] ^ cols[None, :])
+  cols = (_torch_mul32(cols, dump_lib.COLUMN_MUL) + dump_lib.COLUMN_ADD) & 0xFFFFFFFF
+  h = _torch_fmix32(r[:, None] ^ cols[None, :])
   unit = (h >> 8).to(torch.float32) * (2.0**-23) - 1.0  # both exact in float32
   scale = torch.tensor(np.float32(std * math.sqrt(3.0)))  # rounded once, as NumPy does
   return unit * scale

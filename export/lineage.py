@@ -114,20 +114,24 @@ def build_lineage(root, framework, generations, output_dir, check_frameworks=(),
 def lineage_png(rows, title=''):
   """A figure of the lineage: rho and L_SR, weight RMS, distance to the parent, test accuracy."""
   gens = [r['generation'] for r in rows]
-  panels = [('rho (L_SR / sum theta^2)', 'rho', True), ('L_SR', 'l_sr', True),
-            ('weight RMS', 'weight_rms', False),
-            ('relative distance to parent', 'relative_distance', True)]
+  panels = [('rho = L_SR / sum(theta^2)', 'rho', False), ('L_SR', 'l_sr', True),
+            ('weight RMS', 'weight_rms', True),
+            ('distance to parent / |parent|', 'relative_distance', True)]
   if any('test_accuracy' in r for r in rows):
     panels.append(('test accuracy', 'test_accuracy', False))
   fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0))
   for ax, (label, key, log) in zip(axes, panels):
-    xs = [g for g, r in zip(gens, rows) if r.get(key) is not None]
-    ys = [r[key] for r in rows if r.get(key) is not None]
-    ax.plot(xs, ys, 'o-')
-    if log and ys and min(ys) > 0:
+    # Log panels leave out zeros (a lineage that has collapsed to exactly 0), and say so.
+    points = [(g, r[key]) for g, r in zip(gens, rows)
+              if r.get(key) is not None and (not log or r[key] > 0)]
+    dropped = sum(r.get(key) is not None for r in rows) - len(points)
+    if points:
+      ax.plot(*zip(*points), 'o-')
+    if log and points:
       ax.set_yscale('log')
     ax.set_xlabel('generation')
-    ax.set_title(label, fontsize=9)
+    ax.set_title(label + (f' ({dropped} zero{"s" * (dropped > 1)} not shown)' if dropped else ''),
+                 fontsize=9)
     ax.set_xticks(gens)
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()

@@ -1,4 +1,4 @@
-r"""Replicates an exported quine in TensorFlow, ONNX Runtime, PyTorch and NumPy, and grows a lineage.
+r"""Replicates an exported quine in TensorFlow, ONNX Runtime, PyTorch and NumPy; grows a lineage.
 
 Reads a dump (manifest.json + weights.safetensors + model.onnx, as export_model.py writes), reports
 L_SR, rho, R^2 and the weight RMS computed in each framework and the largest differences from

@@ -26,7 +26,8 @@ MNIST_VERSION = '3.0.1'
 METRIC_COLUMNS = ('l_sr', 'rho', 'r2', 'weight_rms')
 HEADERS = {'framework': 'framework', 'generation': 'gen', 'built_with': 'built with',
            'l_sr': 'L_SR', 'rho': 'rho', 'r2': 'R^2', 'weight_rms': 'weight RMS',
-           'max_abs_diff_theta': 'max|dtheta| vs TF', 'max_abs_diff_predictions': 'max|dpred| vs TF',
+           'max_abs_diff_theta': 'max|dtheta| vs TF',
+           'max_abs_diff_predictions': 'max|dpred| vs TF',
            'max_abs_diff_logits': 'max|dlogit| vs TF', 'test_accuracy': 'test acc',
            'distance_to_parent': '|theta - parent|', 'relative_distance': 'relative',
            'cross_framework_max_diff': 'max|dpred| across', 'agrees': 'agrees',

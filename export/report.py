@@ -21,7 +21,7 @@ LINEAGE_PNG = 'lineage.png'
 
 
 def default_output_dir(dump_dir):
-  """`<dump>.replication`, a sibling of the version folder (TF Serving ignores non-numeric names)."""
+  """`<dump>.replication`, beside the version folder (TF Serving ignores non-numeric names)."""
   return os.path.abspath(dump_dir).rstrip(os.sep) + '.replication'
 
 

@@ -78,6 +78,14 @@ def _last_metrics(workdir):
   return {k: last[k] for k in keys if k in last}
 
 
+class _OptimizerView(tf.Module):
+  """The one part of a trainer's optimizer that export reads: its list of trainable variables."""
+
+  def __init__(self, variables):
+    super().__init__(name='optimizer_view')
+    self._trainable_variables = list(variables)
+
+
 def load_model(workdir):
   """Rebuilds the quine of a training workdir from its latest checkpoint.
 
@@ -97,12 +105,25 @@ def load_model(workdir):
     raise ExportError(f'{checkpoint_dir} holds no checkpoint: nothing to export from {workdir} '
                       '(train first, or point --workdir at a finished run)')
   model = build_quine(config)
+  objects = {'model': model}
+  tracked = {id(t) for t in tf.train.TrackableView(model).descendants()}
+  if not all(id(v) in tracked for v in model.quine_variables):
+    # Kernels the model does not track itself (Keras 3 does not track the plain list holding the
+    # hidden layers) are in a trainer's checkpoint only through its optimizer, built on
+    # quine_variables in canonical order: restore them along that path.
+    objects['optimizer'] = _OptimizerView(model.quine_variables)
+  status = None
   try:
-    tf.train.Checkpoint(model=model).restore(latest).assert_existing_objects_matched() \
-        .expect_partial()
+    status = tf.train.Checkpoint(**objects).restore(latest)
+    status.assert_existing_objects_matched()
   except (AssertionError, ValueError, tf.errors.OpError) as e:
-    raise ExportError(f'{latest} does not hold the weights of the quine in {CONFIG_FILE}: '
-                      f'{str(e).splitlines()[0]}') from e
+    missing = re.findall(r'path=([^,\s]+)', str(e))  # unmatched variables, without their values
+    why = f'no value for {missing}' if missing else ' '.join(str(e).split())[:300]
+    raise ExportError(f'{latest} does not hold every weight of the quine in {CONFIG_FILE}: '
+                      f'{why}') from e
+  finally:
+    if status is not None:
+      status.expect_partial()  # the optimizer's slots, targets and counters are not exported
   source = {'workdir': os.path.abspath(workdir), 'checkpoint': os.path.abspath(latest),
             'last_metrics': _last_metrics(workdir)}
   return model, source

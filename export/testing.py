@@ -1,12 +1,14 @@
 """Tiny quines, hand-made training workdirs and fake images for the export tests (testonly).
 
 A workdir made here has what the trainers leave behind and export reads: config.json with the
-model config, and a checkpoint of the model under checkpoints/. No training is involved.
+model config, and a checkpoint of the model and its optimizer under checkpoints/. No training is
+involved.
 """
 
 import json
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -38,9 +40,13 @@ def make_workdir(workdir, config, scale=1.0):
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     json.dump({'model': config.to_dict(), 'num_weights': config.num_weights}, f)
-  manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model),
-                                       os.path.join(workdir, 'checkpoints'), max_to_keep=3)
-  manager.save()
+  # Saved as the trainers save it: with an optimizer built on the weights in canonical order
+  # (the only path to the hidden kernels, which the model does not track itself).
+  optimizer = keras.optimizers.Adamax()
+  optimizer.build(model.quine_variables)
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+  tf.train.CheckpointManager(checkpoint, os.path.join(workdir, 'checkpoints'),
+                             max_to_keep=3).save()
   return model
 
 

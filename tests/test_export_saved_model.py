@@ -14,6 +14,7 @@ import tensorflow as tf
 from export import dump as dump_lib
 from export import saved_model
 from export import testing
+from models import build_quine
 
 
 class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
@@ -25,7 +26,7 @@ class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
     cls.models, cls.paths = {}, {}
     for kind, config in testing.CONFIGS.items():
       workdir = os.path.join(cls.root, kind)
-      cls.models[kind] = testing.make_workdir(workdir, config)
+      cls.models[kind] = testing.make_workdir(workdir, config, scale=1.5)  # not the init
       cls.paths[kind] = saved_model.export_workdir(workdir, os.path.join(cls.root, 'x'), kind)
 
   @classmethod
@@ -93,6 +94,12 @@ class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
     dump_lib.read_dump(first)
     self.assertEqual(sorted(os.listdir(os.path.join(base, 'm'))), ['1', '2'])
 
+  def test_exported_theta_is_the_checkpointed_one(self):
+    for kind, config in testing.CONFIGS.items():
+      theta = dump_lib.read_dump(self.paths[kind]).theta
+      self.assertAllEqual(theta, self.models[kind].flatten())
+      self.assertNotAllClose(theta, build_quine(config).flatten())
+
   def test_manifest_records_the_source(self):
     source = dump_lib.read_dump(self.paths['vanilla']).manifest['source']
     self.assertEqual(source['workdir'], os.path.join(self.root, 'vanilla'))
@@ -120,7 +127,18 @@ class BadWorkdirTest(tf.test.TestCase):
     testing.make_workdir(workdir, testing.VANILLA)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       json.dump({'model': testing.AUXILIARY.to_dict()}, f)
-    with self.assertRaisesRegex(saved_model.ExportError, 'does not hold the weights'):
+    with self.assertRaisesRegex(saved_model.ExportError, 'does not hold every weight'):
+      saved_model.export_workdir(workdir, os.path.join(workdir, 'x'), 'm')
+
+  def test_checkpoint_missing_some_kernels_is_refused(self):
+    workdir = self.create_tempdir().full_path
+    testing.make_workdir(workdir, testing.VANILLA)
+    model = build_quine(testing.VANILLA)  # the model alone does not track its hidden kernels
+    shutil.rmtree(os.path.join(workdir, 'checkpoints'))
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=model),
+                               os.path.join(workdir, 'checkpoints'), 1).save()
+    with self.assertRaisesRegex(saved_model.ExportError,
+                                'does not hold every weight.*hidden_1'):
       saved_model.export_workdir(workdir, os.path.join(workdir, 'x'), 'm')
 
   def test_bad_model_name_is_refused(self):
@@ -140,15 +158,17 @@ class TrainerCheckpointTest(tf.test.TestCase):
     config = tiny_train_config(num_epochs=1)
     train_lib.run(config, workdir)
     path = saved_model.export_workdir(workdir, os.path.join(workdir, 'x'), 'tiny')
-    trained = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(workdir,
-                                                                               'checkpoints')))
-    key = [k for k in trained.get_variable_to_shape_map() if k.startswith('model/')
-           and 'OPTIMIZER' not in k and trained.get_variable_to_shape_map()[k] == [4, 1]]
-    self.assertLen(key, 1)  # the weight head
-    theta = dump_lib.read_dump(path).theta
-    self.assertAllEqual(theta[-4:], trained.get_tensor(key[0])[:, 0])
-    self.assertEqual(dump_lib.read_dump(path).manifest['source']['last_metrics']['phase'], 1)
-    self.assertTrue(np.all(np.isfinite(theta)))
+    trainer = train_lib.QuineTrainer(config)  # restored the way the trainer resumes
+    trainer.checkpoint.restore(tf.train.latest_checkpoint(
+        os.path.join(workdir, 'checkpoints'))).assert_existing_objects_matched()
+    dump = dump_lib.read_dump(path)
+    self.assertAllEqual(dump.theta, trainer.model.flatten())
+    self.assertNotAllClose(dump.theta, build_quine(config.model).flatten())
+    last = dump.manifest['source']['last_metrics']
+    self.assertEqual(last['phase'], 1)
+    _, _, record = trainer.replication()
+    self.assertAllClose(last['l_sr'], record['l_sr'])
+    self.assertTrue(np.all(np.isfinite(dump.theta)))
 
 
 if __name__ == '__main__':

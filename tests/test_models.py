@@ -1,6 +1,7 @@
 """Tests of the quine models and their configuration: sizes, canonical order, forward passes."""
 
 import dataclasses
+import os
 
 from absl.testing import parameterized
 import numpy as np
@@ -119,6 +120,25 @@ class QuineTest(tf.test.TestCase, parameterized.TestCase):
       np.testing.assert_array_equal(variable.numpy(), part.numpy())
       offset += size
     self.assertEqual(offset, config.num_weights)
+
+  @parameterized.named_parameters(
+      ('vanilla', tiny_model_config()),
+      ('auxiliary', tiny_aux_config()),
+  )
+  def test_checkpoint_of_the_model_alone_holds_every_weight_under_its_layer_name(self, config):
+    # Layer names are API: they fix the checkpoint keys export reads. A checkpoint of the model
+    # alone (no optimizer) must hold theta whole.
+    model = build_quine(config)
+    theta = np.arange(config.num_weights, dtype=np.float32)
+    model.assign_flat(theta)
+    path = tf.train.Checkpoint(model=model).save(
+        os.path.join(self.create_tempdir().full_path, 'ckpt'))
+    keys = [name for name, _ in tf.train.list_variables(path)]
+    for name in model.weight_names():
+      self.assertTrue(any(k.startswith(f'model/{name}/') for k in keys), f'{name} not in {keys}')
+    fresh = build_quine(config)
+    tf.train.Checkpoint(model=fresh).restore(path).assert_consumed()
+    np.testing.assert_array_equal(fresh.flatten().numpy(), theta)
 
   def test_unflatten_then_flatten_is_identity(self):
     model = build_quine(tiny_model_config())
