@@ -51,6 +51,10 @@ class _Quine(keras.Model):
         keras.layers.Dense(w, use_bias=False, kernel_initializer=_initializer(config, w, i),
                            name=f'hidden_{i + 1}')
         for i in range(config.num_hidden)]
+    for layer in self.hidden:
+      # Attributes, not only list items: tf.train.Checkpoint does not follow a Keras model's
+      # Python lists, and the layer names are the checkpoint keys (hidden_1, hidden_2, ...).
+      setattr(self, layer.name, layer)
     self.weight_head = keras.layers.Dense(
         1, use_bias=False, kernel_initializer=_initializer(config, w, config.num_hidden),
         name='weight_head')

@@ -12,7 +12,6 @@ test cross-entropy `l_task`, its sum over the test set `l_task_sum` and
 import numpy as np
 import tensorflow as tf
 
-from trainers import metrics as metrics_lib
 from trainers import plots
 from trainers import train_lib
 
@@ -50,20 +49,32 @@ class AuxTrainer(train_lib.QuineTrainer):
             .map(attach_images, num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
 
+  def _aux_step(self, global_coordinates, global_images, global_labels):
+    """Per-replica step on this replica's share of the global minibatch; returns loss parts."""
+    coordinates = train_lib.replica_share(global_coordinates)
+    images = train_lib.replica_share(global_images)
+    labels = train_lib.replica_share(global_labels)
+    global_size = tf.shape(global_coordinates)[0]
+    with tf.GradientTape() as tape:
+      predictions, logits = self.model((coordinates, images))
+      errors = tf.math.squared_difference(predictions, tf.gather(self.targets, coordinates))
+      cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+      per_example = (self.config.replication_weight * errors
+                     + self.config.task_weight * cross_entropy)
+      # Global-batch scaling: the replicas' gradients are summed (see QuineTrainer._train_step).
+      loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_size)
+    variables = self.model.quine_variables
+    self.optimizer.apply(tape.gradient(loss, variables), variables)
+    return tf.stack([loss,
+                     tf.nn.compute_average_loss(errors, global_batch_size=global_size),
+                     tf.nn.compute_average_loss(cross_entropy, global_batch_size=global_size)])
+
   def _aux_block(self, iterator, num_steps):
     """num_steps gradient steps on L_aux from `iterator`; returns mean (loss, l_sr, l_task)."""
-    variables = self.model.quine_variables
     totals = tf.zeros([3])
     for _ in tf.range(num_steps):
-      coordinates, images, labels = next(iterator)
-      with tf.GradientTape() as tape:
-        predictions, logits = self.model((coordinates, images))
-        l_sr = metrics_lib.replication_loss(predictions, tf.gather(self.targets, coordinates))
-        l_task = tf.reduce_mean(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-        loss = self.config.replication_weight * l_sr + self.config.task_weight * l_task
-      self.optimizer.apply(tape.gradient(loss, variables), variables)
-      totals += tf.stack([loss, l_sr, l_task])
+      per_replica = self.strategy.run(self._aux_step, args=next(iterator))
+      totals += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
     self.step.assign_add(tf.cast(num_steps, tf.int64))
     return totals / tf.cast(num_steps, tf.float32)
 

@@ -11,6 +11,7 @@ from absl import flags
 
 from models.config import ACTIVATIONS, INITS
 from trainers import configs
+from trainers import strategies
 
 WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the run (config, checkpoints, logs).',
                               required=True)
@@ -32,6 +33,13 @@ ACTIVATION = flags.DEFINE_enum('activation', None, ACTIVATIONS, 'Hidden activati
 INIT = flags.DEFINE_enum('init', None, INITS, 'Weight initialisation.')
 STEPS_PER_LOOP = flags.DEFINE_integer('steps_per_loop', None,
                                       'Steps compiled into one call (0 = a whole epoch).')
+STRATEGY = flags.DEFINE_enum('strategy', 'default', strategies.STRATEGIES,
+                             'tf.distribute strategy: default, one_device, mirrored (all local '
+                             'GPUs), multi_worker (from TF_CONFIG) or tpu.')
+TPU = flags.DEFINE_string('tpu', None, 'TPU name or grpc:// address for --strategy=tpu.')
+CPU_DEVICES = flags.DEFINE_integer(
+    'cpu_devices', 0, 'Split the CPU into this many logical devices (to try --strategy=mirrored '
+    'without GPUs).')
 OVERWRITE = flags.DEFINE_bool('overwrite', False,
                               'Move a different run already in --workdir aside and start anew.')
 
@@ -64,6 +72,17 @@ def config_from_flags(presets, default_preset, **extra_overrides):
   config = dataclasses.replace(
       config, model=model, **{k: v for k, v in overrides.items() if v is not None})
   return config.validate()
+
+
+flags.register_validator('cpu_devices', lambda n: n >= 0, '--cpu_devices must be >= 0')
+flags.register_multi_flags_validator(
+    ['tpu', 'strategy'], lambda f: not f['tpu'] or f['strategy'] == 'tpu',
+    '--tpu needs --strategy=tpu')
+
+
+def strategy_from_flags():
+  """The tf.distribute strategy the flags ask for (built once, before any model)."""
+  return strategies.make_strategy(STRATEGY.value, tpu=TPU.value, cpu_devices=CPU_DEVICES.value)
 
 
 def fail(message):

@@ -38,7 +38,10 @@ def replication_metrics(theta, predictions):
   return {
       'l_sr': l_sr,
       'rho': tf.math.divide_no_nan(l_sr, sum_sq) + tf.cast(tf.equal(sum_sq, 0.0), tf.float64),
-      'r2': 1.0 - tf.math.divide_no_nan(l_sr, centred),
+      # Constant weights (centred == 0): R^2 is 1 only for an exact copy, else 0 (as sklearn's
+      # r2_score with force_finite), never a perfect score for an imperfect copy.
+      'r2': tf.where(centred > 0, 1.0 - tf.math.divide_no_nan(l_sr, centred),
+                     tf.cast(tf.equal(l_sr, 0.0), tf.float64)),
       'weight_rms': tf.sqrt(sum_sq / n),
       'prediction_rms': tf.sqrt(tf.reduce_sum(tf.square(predictions)) / n),
       'margin': tf.sqrt(l_sr / n),

@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # keep TensorFlow's C++ start-up notes out
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # fewer of TensorFlow's C++ start-up notes
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
@@ -49,13 +49,17 @@ def main(argv):
                                    replication_weight=_REPLICATION_WEIGHT.value)
   except ValueError as e:
     cli.fail(e)
+  strategy = cli.strategy_from_flags()  # before any op: it may split the CPU into devices
+  logging.info('Strategy %s with %d replica(s)', type(strategy).__name__,
+               strategy.num_replicas_in_sync)
   try:
     data = data_lib.load_mnist(_DATA_DIR.value, download=_DOWNLOAD.value)
   except data_lib.DataError as e:
     cli.fail(e)
   logging.info('Config: %s', json.dumps(train_lib.config_dict(config), sort_keys=True))
   try:
-    record = aux_lib.run(config, cli.WORKDIR.value, data, overwrite=cli.OVERWRITE.value)
+    record = aux_lib.run(config, cli.WORKDIR.value, data, strategy,
+                         overwrite=cli.OVERWRITE.value)
   except workdir_lib.WorkdirError as e:
     cli.fail(e)
   print(cli.summary_line(record, cli.WORKDIR.value))

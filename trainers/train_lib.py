@@ -9,10 +9,15 @@ shuffling and the noise are stateless functions of the seed, the phase and the s
 Steps are tiny (10 coordinates), so a whole block of them is compiled into one `tf.function`
 around a `tf.range` loop; the input signatures have unknown dimensions, so the functions are
 traced once per run.
+
+Everything runs under a `tf.distribute.Strategy` (the default one unless given): state is created
+in `strategy.scope()`, every replica takes its share of each global minibatch and of the full
+replication pass, and only the chief writes checkpoints, metrics and summaries.
 """
 
 import logging as std_logging
 import os
+import tempfile
 import time
 
 from absl import logging
@@ -58,6 +63,30 @@ def _to_python(d):
   return {k: float(v.numpy()) if hasattr(v, 'numpy') else v for k, v in d.items()}
 
 
+def replica_share(global_batch):
+  """This replica's contiguous share of a global batch (axis 0), in replica context.
+
+  Every replica receives the same global batch and takes rows [B*i/R, B*(i+1)/R): the union over
+  replicas is the batch, whatever B and R.
+  """
+  ctx = tf.distribute.get_replica_context()
+  size = tf.shape(global_batch)[0]
+  i = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
+  r = ctx.num_replicas_in_sync
+  return global_batch[size * i // r:size * (i + 1) // r]
+
+
+def is_chief(strategy):
+  """Whether this process writes checkpoints, metrics and summaries (TF's chief convention)."""
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  if resolver is None or not resolver.cluster_spec().as_dict():
+    return True
+  task_type, task_id = resolver.task_type, resolver.task_id
+  if task_type == 'chief':
+    return True
+  return task_type == 'worker' and task_id == 0 and 'chief' not in resolver.cluster_spec().jobs
+
+
 class QuineTrainer:
   """State and compiled functions of one quine's training.
 
@@ -88,28 +117,39 @@ class QuineTrainer:
   # ----------------------------------------------------------------------------- steps
 
   def minibatch_loss(self, coordinates, training):
-    """Replication loss of a minibatch of coordinates against the frozen targets."""
+    """Replication loss (mean squared error) of a minibatch against the frozen targets."""
     del training
     predictions = self.model.predict_weights(coordinates)
     return metrics_lib.replication_loss(predictions, tf.gather(self.targets, coordinates))
 
+  def _train_step(self, global_batch):
+    """Per-replica step: forward, loss, gradients, apply."""
+    coordinates = replica_share(global_batch)
+    with tf.GradientTape() as tape:
+      errors = tf.math.squared_difference(self.model.predict_weights(coordinates),
+                                          tf.gather(self.targets, coordinates))
+      # Scaled by the global batch size: the optimizer sums the replicas' gradients, so the step
+      # equals the single-device step on the mean loss whatever the number of replicas.
+      loss = tf.nn.compute_average_loss(errors, global_batch_size=tf.shape(global_batch)[0])
+    variables = self.model.quine_variables
+    self.optimizer.apply(tape.gradient(loss, variables), variables)
+    return loss
+
   def _train_block(self, batches):
     """Runs one gradient step per row of `batches` [S, B]; returns the mean minibatch loss."""
-    variables = self.model.quine_variables
     total = tf.constant(0.0)
     num_steps = tf.shape(batches)[0]
     for i in tf.range(num_steps):
-      with tf.GradientTape() as tape:
-        loss = self.minibatch_loss(batches[i], training=True)
-      grads = tape.gradient(loss, variables)
-      self.optimizer.apply(grads, variables)
-      total += loss
+      per_replica = self.strategy.run(self._train_step, args=(batches[i],))
+      total += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
     self.step.assign_add(tf.cast(num_steps, tf.int64))
     return total / tf.cast(num_steps, tf.float32)
 
   def _hill_block(self, batches, seed):
     """Hill-climbing: per minibatch, perturb every weight; keep the move only if the loss falls.
 
+    Runs in cross-replica context (each minibatch is one forward pass, there is no gradient to
+    share); the noise is a stateless function of the seed, so every replica makes the same move.
     Returns the fraction of accepted moves.
     """
     variables = self.model.quine_variables
@@ -132,16 +172,31 @@ class QuineTrainer:
     self.step.assign_add(tf.cast(num_steps, tf.int64))
     return accepted / tf.cast(num_steps, tf.float32)
 
-  def _predict_all(self):
-    """The network's prediction of every one of its N weights, in chunks, as a vector [N]."""
-    n = self.num_weights
-    chunk = min(self.config.eval_chunk_size, n)
-    starts = tf.range(0, n, chunk)
-    out = tf.TensorArray(tf.float32, size=tf.size(starts), infer_shape=False)
+  def _predict_range(self, begin, end):
+    """Predictions for coordinates [begin, end), in chunks of eval_chunk_size."""
+    chunk = min(self.config.eval_chunk_size, self.num_weights)
+    starts = tf.range(begin, end, chunk)
+    out = tf.TensorArray(tf.float32, size=tf.size(starts), infer_shape=False,
+                         element_shape=tf.TensorShape([None]))
     for i in tf.range(tf.size(starts)):
-      coords = tf.range(starts[i], tf.minimum(starts[i] + chunk, n))
+      coords = tf.range(starts[i], tf.minimum(starts[i] + chunk, end))
       out = out.write(i, self.model.predict_weights(coords))
     return out.concat()
+
+  def _predict_share(self):
+    """This replica's contiguous share of all N coordinates."""
+    ctx = tf.distribute.get_replica_context()
+    i, r, n = ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync, self.num_weights
+    return self._predict_range(n * i // r, n * (i + 1) // r)
+
+  def _predict_all(self):
+    """The network's prediction of every one of its N weights, as a vector [N].
+
+    Each replica predicts a contiguous share of the coordinates; the shares are gathered in order.
+    """
+    if self.strategy.num_replicas_in_sync == 1:
+      return self._predict_range(0, self.num_weights)
+    return self.strategy.gather(self.strategy.run(self._predict_share), axis=0)
 
   def regenerate(self):
     """theta <- f_theta(all coordinates), every weight written at once from the old theta."""
@@ -227,6 +282,19 @@ class _Summaries:
     self._writer.flush()
 
 
+def _checkpoint_manager(trainer, workdir, chief):
+  """The chief saves into <workdir>/checkpoints; other workers into a private temporary folder.
+
+  Every worker takes part in each save (with several workers, saving may run collectives), but
+  only the chief's files are kept, as in TF's multi-worker convention; all workers restore from
+  the chief's folder.
+  """
+  directory = os.path.join(workdir, 'checkpoints')
+  if not chief:
+    directory = tempfile.mkdtemp(prefix='quine-worker-checkpoints-')
+  return tf.train.CheckpointManager(trainer.checkpoint, directory, max_to_keep=3)
+
+
 def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None, record_fn=None):
   """Runs (or resumes) the trainer's schedule in `workdir`.
 
@@ -245,46 +313,43 @@ def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None, 
     workdir_lib.WorkdirError: the workdir holds a different run.
   """
   config = trainer.config
-  moved = workdir_lib.prepare(workdir, config_dict, overwrite, configs.RESUMABLE_FIELDS)
-  if moved:
-    logging.warning('Moved the previous run in %s to %s', workdir, moved)
-  manager = tf.train.CheckpointManager(
-      trainer.checkpoint, os.path.join(workdir, 'checkpoints'), max_to_keep=3)
-  if manager.latest_checkpoint:
-    trainer.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    logging.info('Resumed from %s (phase %d)', manager.latest_checkpoint, int(trainer.phase))
-  start = int(trainer.phase)
-  log = workdir_lib.MetricsLog(workdir, start)
-  summaries = _Summaries(workdir)
+  chief = is_chief(trainer.strategy)
+  if chief:
+    moved = workdir_lib.prepare(workdir, config_dict, overwrite, configs.RESUMABLE_FIELDS)
+    if moved:
+      logging.warning('Moved the previous run in %s to %s', workdir, moved)
+  manager = _checkpoint_manager(trainer, workdir, chief)
+  latest = tf.train.latest_checkpoint(os.path.join(workdir, 'checkpoints'))
+  if latest:
+    trainer.checkpoint.restore(latest).assert_existing_objects_matched()
+    logging.info('Resumed from %s (phase %d)', latest, int(trainer.phase.numpy()))
+  start = int(trainer.phase.numpy())
+  out = _Outputs(workdir, start) if chief else None
   schedule = config.schedule()
-  plot_dir = os.path.join(workdir, 'plots')
-  tf.io.gfile.makedirs(plot_dir)
 
   def measure(phase, kind, phase_metrics, seconds):
     t0 = time.perf_counter()
     theta, predictions, replication = trainer.replication()
     record = {'phase': phase, 'kind': kind, 'method': config.method, **_counters(schedule, phase),
-              'step': int(trainer.step), 'seconds': seconds, **replication, **phase_metrics,
+              'step': int(trainer.step.numpy()), 'seconds': seconds, **replication, **phase_metrics,
               **trainer.extra_metrics()}
     record['eval_seconds'] = time.perf_counter() - t0
     if record_fn:
       record = record_fn(record)
     return record, theta.numpy(), predictions.numpy()
 
-  def plot(record, theta, predictions):
-    title = (f'phase {record["phase"]} ({record["kind"]}): L_SR={record["l_sr"]:.4g} '
-             f'rho={record["rho"]:.4g} R2={record["r2"]:.3g} rms={record["weight_rms"]:.3g}')
-    return plots.weights_vs_predictions_png(theta, predictions, title)
-
+  record = None
   if start == 0:
     record, theta, predictions = measure(0, 'init', {}, 0.0)
-    log.write(record)
-    summaries.write(record, theta, predictions, plot(record, theta, predictions))
+    if out:
+      out.write(record, theta, predictions, plot=True)
     manager.save(checkpoint_number=0)
-  record = log.lines[-1] if log.lines else None
+  elif out and out.log.lines:
+    record = out.log.lines[-1]
 
   shown = list(metrics_lib.MAIN_METRICS) + ['test_accuracy']
-  bar = keras.utils.Progbar(len(schedule), stateful_metrics=shown, unit_name='phase')
+  bar = keras.utils.Progbar(len(schedule), stateful_metrics=shown, unit_name='phase',
+                            verbose=1 if chief else 0)
   bar.update(start)
   for phase in range(start + 1, len(schedule) + 1):
     kind = schedule[phase - 1]
@@ -295,34 +360,56 @@ def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None, 
     record, theta, predictions = measure(phase, kind, phase_metrics, seconds)
     if _diverged(record, config.max_weight_rms):
       record['status'] = 'diverged'
-      log.write(_finite_or_none(record))
+      if out:
+        out.log.write(record)
       logging.error('Diverged in phase %d (generation %d, epoch %d): weight RMS %.4g; the last '
                     'finite checkpoint is kept.', phase, record['generation'], record['epoch'],
                     record['weight_rms'])
       return record
-    last = phase == len(schedule)
-    png = None
-    if last or (config.plot_every and phase % config.plot_every == 0):
-      png = plot(record, theta, predictions)
-    extra = extra_images_fn() if (png is not None and extra_images_fn) else None
-    log.write(record)
-    summaries.write(record, theta, predictions, png, extra)
+    if out:
+      due = phase == len(schedule) or (config.plot_every and phase % config.plot_every == 0)
+      out.write(record, theta, predictions, plot=due,
+                extra=extra_images_fn() if (due and extra_images_fn) else None)
     manager.save(checkpoint_number=phase)
     bar.update(phase, [(k, record[k]) for k in shown if k in record])
 
-  if record is not None:
-    _, theta, predictions = measure(record['phase'], record['kind'], {}, 0.0)
-    plots.write_png(os.path.join(plot_dir, 'weights_vs_predictions.png'),
-                    plot(record, theta, predictions))
-    plots.write_png(os.path.join(plot_dir, 'curves.png'),
-                    plots.curves_png(log.lines, title=f'{config.method} ({config.optimizer})'))
-    record = dict(record, status='finished')
+  if record is not None or not chief:
+    last_phase = int(trainer.phase.numpy())
+    final, theta, predictions = measure(last_phase, schedule[last_phase - 1] if last_phase
+                                        else 'init', {}, 0.0)
+    record = dict(record or final, status='finished')
+    if out:
+      out.final_plots(record, theta, predictions, f'{config.method} ({config.optimizer})')
+  if not chief:
+    tf.io.gfile.rmtree(manager.directory)
   return record
 
 
-def _finite_or_none(record):
-  return {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-          for k, v in record.items()}
+class _Outputs:
+  """What the chief writes: metrics.jsonl, TensorBoard and plots."""
+
+  def __init__(self, workdir, restored_phase):
+    self.log = workdir_lib.MetricsLog(workdir, restored_phase)
+    self._summaries = _Summaries(workdir)
+    self._plot_dir = os.path.join(workdir, 'plots')
+    tf.io.gfile.makedirs(self._plot_dir)
+
+  @staticmethod
+  def _plot(record, theta, predictions):
+    title = (f'phase {record["phase"]} ({record["kind"]}): L_SR={record["l_sr"]:.4g} '
+             f'rho={record["rho"]:.4g} R2={record["r2"]:.3g} rms={record["weight_rms"]:.3g}')
+    return plots.weights_vs_predictions_png(theta, predictions, title)
+
+  def write(self, record, theta, predictions, plot=False, extra=None):
+    self.log.write(record)
+    png = self._plot(record, theta, predictions) if plot else None
+    self._summaries.write(record, theta, predictions, png, extra)
+
+  def final_plots(self, record, theta, predictions, title):
+    plots.write_png(os.path.join(self._plot_dir, 'weights_vs_predictions.png'),
+                    self._plot(record, theta, predictions))
+    plots.write_png(os.path.join(self._plot_dir, 'curves.png'),
+                    plots.curves_png(self.log.lines, title=title))
 
 
 def config_dict(config):

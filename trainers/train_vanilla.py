@@ -18,7 +18,7 @@ import json
 import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # keep TensorFlow's C++ start-up notes out
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # fewer of TensorFlow's C++ start-up notes
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import logging
@@ -37,9 +37,12 @@ def main(argv):
     config = cli.config_from_flags(configs.PRESETS, 'paper')
   except ValueError as e:
     cli.fail(e)
+  strategy = cli.strategy_from_flags()
+  logging.info('Strategy %s with %d replica(s)', type(strategy).__name__,
+               strategy.num_replicas_in_sync)
   logging.info('Config: %s', json.dumps(train_lib.config_dict(config), sort_keys=True))
   try:
-    record = train_lib.run(config, cli.WORKDIR.value, overwrite=cli.OVERWRITE.value)
+    record = train_lib.run(config, cli.WORKDIR.value, strategy, overwrite=cli.OVERWRITE.value)
   except workdir_lib.WorkdirError as e:
     cli.fail(e)
   print(cli.summary_line(record, cli.WORKDIR.value))

@@ -5,6 +5,7 @@ unless the caller asks to overwrite it, and even then the old run is moved aside
 """
 
 import json
+import math
 import os
 import time
 
@@ -60,7 +61,10 @@ def prepare(workdir, config_dict, overwrite=False, resumable_fields=()):
             f'--workdir={workdir} holds a run with a different configuration '
             f'({"; ".join(diffs[:3])}{"; ..." if len(diffs) > 3 else ""}); '
             'use another --workdir or pass --overwrite to move it aside')
-      moved = f'{workdir.rstrip("/")}.old-{time.strftime("%Y%m%d-%H%M%S")}'
+      stem = f'{workdir.rstrip("/")}.old-{time.strftime("%Y%m%d-%H%M%S")}'
+      moved, n = stem, 1
+      while tf.io.gfile.exists(moved):  # two overwrites within one second keep both old runs
+        moved, n = f'{stem}-{n}', n + 1
       tf.io.gfile.rename(workdir, moved)
   tf.io.gfile.makedirs(workdir)
   tmp = path + '.tmp'
@@ -105,6 +109,14 @@ class MetricsLog:
     self.lines = kept
 
   def write(self, record):
+    """Appends a record; non-finite numbers become null, so every line stays valid JSON."""
+    record = finite_or_none(record)
     with tf.io.gfile.GFile(self._path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+      f.write(json.dumps(record, allow_nan=False) + '\n')
     self.lines.append(record)
+
+
+def finite_or_none(record):
+  """A copy of `record` with NaN and infinite floats replaced by None."""
+  return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+          for k, v in record.items()}
