@@ -78,37 +78,13 @@ def _last_metrics(workdir):
   return {k: last[k] for k in keys if k in last}
 
 
-class _OptimizerView(tf.Module):
-  """The one part of a trainer's optimizer that export reads: its list of trainable variables."""
-
-  def __init__(self, variables):
-    super().__init__(name='optimizer_view')
-    self._trainable_variables = list(variables)
-
-
-def _restore(model, path, with_optimizer):
-  """Restores every quine variable of `model` from `path`, or raises.
-
-  Args:
-    model: a freshly built quine.
-    path: a checkpoint written by the trainers (model, optimizer, ...) or holding the model alone.
-    with_optimizer: also read the kernels through the trainer's optimizer, which was built on
-      quine_variables in canonical order. A model that does not track all of its kernels itself
-      (Keras 3 does not track the plain list holding the hidden layers) has them in a trainer's
-      checkpoint only along that path.
+def _restore(model, path):
+  """Restores every quine variable of `model` from `path` (a trainer's or a model's checkpoint).
 
   Raises:
-    AssertionError: some variable has no value in the checkpoint (or could not be reached).
+    AssertionError: some variable of the model has no value in the checkpoint.
   """
-  objects = {'model': model}
-  if with_optimizer:
-    objects['optimizer'] = _OptimizerView(model.quine_variables)
-  else:
-    tracked = {id(t) for t in tf.train.TrackableView(model).descendants()}
-    untracked = [v.path for v in model.quine_variables if id(v) not in tracked]
-    if untracked:
-      raise AssertionError(f'the model does not track path={", path=".join(untracked)}')
-  status = tf.train.Checkpoint(**objects).restore(path)
+  status = tf.train.Checkpoint(model=model).restore(path)
   try:
     status.assert_existing_objects_matched()
   finally:
@@ -133,15 +109,10 @@ def load_model(workdir):
   if not latest:
     raise ExportError(f'{checkpoint_dir} holds no checkpoint: nothing to export from {workdir} '
                       '(train first, or point --workdir at a finished run)')
-  model, error = None, None
-  for with_optimizer in (False, True):
-    model = build_quine(config)
-    try:
-      _restore(model, latest, with_optimizer)
-      break
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-      error = e
-  else:
+  model = build_quine(config)
+  try:
+    _restore(model, latest)
+  except (AssertionError, ValueError, tf.errors.OpError) as error:
     missing = re.findall(r'path=([^,\s]+)', str(error))  # unmatched variables, not their values
     why = f'no value for {missing}' if missing else ' '.join(str(error).split())[:300]
     raise ExportError(f'{latest} does not hold every weight of the quine in {CONFIG_FILE}: '

@@ -9,6 +9,7 @@ import sys
 
 from absl import flags
 
+from export import saved_model
 from models.config import ACTIVATIONS, INITS
 from trainers import configs
 from trainers import strategies
@@ -40,6 +41,11 @@ TPU = flags.DEFINE_string('tpu', None, 'TPU name or grpc:// address for --strate
 CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', 0, 'Split the CPU into this many logical devices (to try --strategy=mirrored '
     'without GPUs).')
+EXPORT_DIR = flags.DEFINE_string(
+    'export_dir', None, 'At the end of a finished run, export the quine to '
+    'EXPORT_DIR/MODEL_NAME/VERSION (SavedModel, ONNX, safetensors dump).')
+MODEL_NAME = flags.DEFINE_string('model_name', None,
+                                 'Name of the export (default: the quine kind).')
 OVERWRITE = flags.DEFINE_bool('overwrite', False,
                               'Move a different run already in --workdir aside and start anew.')
 
@@ -88,6 +94,17 @@ def strategy_from_flags():
 def fail(message):
   """Exits with one line naming the program and the problem."""
   sys.exit(f'{os.path.basename(sys.argv[0])}: error: {message}')
+
+
+def export_if_asked(record, config):
+  """Exports the finished run when --export_dir is given; returns the version folder or None."""
+  if not EXPORT_DIR.value or record['status'] != 'finished':
+    return None
+  try:
+    return saved_model.export_workdir(WORKDIR.value, EXPORT_DIR.value,
+                                      MODEL_NAME.value or config.model.kind)
+  except saved_model.ExportError as e:
+    fail(e)
 
 
 def summary_line(record, workdir):

@@ -53,10 +53,11 @@ def make_optimizer(name, learning_rate):
 
 
 def quiet_tensorflow_logs():
-  """Hides TensorFlow's own INFO lines (one per checkpoint save), which break the progress bar."""
+  """Hides the INFO lines of TensorFlow (one per checkpoint save) and tf2onnx: they break the progress bar."""
   tf.get_logger().setLevel('WARNING')
   logging.get_absl_logger().addFilter(
-      lambda r: r.levelno >= std_logging.WARNING or f'{os.sep}tensorflow{os.sep}' not in r.pathname)
+      lambda r: r.levelno >= std_logging.WARNING or not any(
+          f'{os.sep}{lib}{os.sep}' in r.pathname for lib in ('tensorflow', 'tf2onnx')))
 
 
 def _to_python(d):

@@ -46,6 +46,9 @@ def main(argv):
   except workdir_lib.WorkdirError as e:
     cli.fail(e)
   print(cli.summary_line(record, cli.WORKDIR.value))
+  exported = cli.export_if_asked(record, config)
+  if exported:
+    print(f'exported: {exported}')
   if record['status'] == 'diverged':
     sys.exit(3)
 
