@@ -53,9 +53,9 @@ def make_optimizer(name, learning_rate):
 
 
 def quiet_tensorflow_logs():
-  """Hides the INFO lines of TensorFlow (one per checkpoint save) and tf2onnx: they break the progress bar."""
+  """Hides the INFO lines of TensorFlow (one per checkpoint save) and tf2onnx (progress bar)."""
   tf.get_logger().setLevel('WARNING')
-  logging.get_absl_logger().addFilter(
+  logging.get_absl_handler().addFilter(
       lambda r: r.levelno >= std_logging.WARNING or not any(
           f'{os.sep}{lib}{os.sep}' in r.pathname for lib in ('tensorflow', 'tf2onnx')))
 
