@@ -112,6 +112,11 @@ class AuxTrainer(train_lib.QuineTrainer):
 def run(config, workdir, data, strategy=None, overwrite=False):
   """Trains an auxiliary quine as `config` says on `data` (an Mnist), in `workdir`."""
   config.validate()
+  for split in ('train', 'test'):
+    pixels = getattr(data, f'{split}_images').shape[1]
+    if pixels != config.model.image_size:
+      raise ValueError(f'the {split} images have {pixels} pixels but the quine expects '
+                       f'image_size={config.model.image_size}')
   trainer = AuxTrainer(config, data, strategy)
   return train_lib.train(trainer, workdir, train_lib.config_dict(config), overwrite=overwrite,
                          extra_images_fn=trainer.confusion_image,

@@ -60,7 +60,7 @@ def main(argv):
   try:
     record = aux_lib.run(config, cli.WORKDIR.value, data, strategy,
                          overwrite=cli.OVERWRITE.value)
-  except workdir_lib.WorkdirError as e:
+  except (workdir_lib.WorkdirError, ValueError) as e:
     cli.fail(e)
   print(cli.summary_line(record, cli.WORKDIR.value))
   exported = cli.export_if_asked(record, config)
