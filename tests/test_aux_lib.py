@@ -1,0 +1,135 @@
+"""Tests of the auxiliary quine's training library on fake MNIST-shaped data."""
+
+import dataclasses
+import json
+import os
+
+from absl.testing import absltest
+import numpy as np
+import tensorflow as tf
+
+from conftest import coordinate_rows, image_rows, numpy_heads, numpy_kernels, tiny_aux_config
+from trainers import aux_lib
+from trainers import configs
+from trainers import data as data_lib
+
+
+def fake_mnist(config, num_train=60, num_test=30, seed=0, separable=False):
+  """Random images and labels shaped for `config`; `separable` makes the class a pixel's brightness."""
+  rng = np.random.default_rng(seed)
+  k, p = config.num_classes, config.image_size
+
+  def split(n):
+    labels = rng.integers(0, k, n).astype(np.int32)
+    images = rng.random((n, p), dtype=np.float32) * 0.1
+    if separable:  # class c lights up pixel c: linearly separable
+      images[np.arange(n), labels] = 1.0
+    return images, labels
+
+  return data_lib.Mnist(*split(num_train), *split(num_test))
+
+
+def _one_batch(coordinates, images, labels):
+  return iter(tf.data.Dataset.from_tensors((coordinates, images, labels)))
+
+
+def aux_train_config(**overrides):
+  return dataclasses.replace(configs.AUX_PRESETS['tiny'], model=tiny_aux_config(), plot_every=0,
+                             **overrides)
+
+
+class AuxTrainerTest(tf.test.TestCase):
+
+  def test_paper_parameter_count_includes_both_heads(self):
+    # 2 * 100 * 100 (hidden) + 100 (weight head) + 100 * 10 (class head) = 21,100
+    config = configs.AUX_PRESETS['paper']
+    self.assertEqual(config.model.num_weights, 21_100)
+    trainer = aux_lib.AuxTrainer(aux_train_config(), fake_mnist(tiny_aux_config()))
+    names = trainer.model.weight_names()
+    self.assertEqual(names, ['hidden_1', 'hidden_2', 'weight_head', 'class_head'])
+    self.assertEqual(int(trainer.model.flatten().shape[0]), trainer.num_weights)
+
+  def test_loss_parts_match_a_numpy_oracle(self):
+    config = aux_train_config(task_weight=0.3, replication_weight=0.7)
+    data = fake_mnist(config.model)
+    trainer = aux_lib.AuxTrainer(config, data)
+    coordinates = np.array([0, 5, 17, 42], np.int32)
+    images, labels = data.train_images[:4], data.train_labels[:4]
+    # Give the frozen targets values unlike theta, so the oracle sees them.
+    trainer.targets.assign(tf.random.stateless_normal([trainer.num_weights], [1, 2]))
+    kernels = numpy_kernels(trainer.model)
+    before = [k.copy() for k in kernels]
+    parts = trainer.aux_block(_one_batch(coordinates, images, labels), tf.constant(1)).numpy()
+
+    inputs = np.concatenate([coordinate_rows(config.model, coordinates),
+                             image_rows(config.model, images)], axis=1)
+    predictions, logits = numpy_heads(config.model, before, inputs)
+    l_sr = np.mean((predictions - trainer.targets.numpy()[coordinates]) ** 2)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    l_task = -np.mean(log_probs[np.arange(4), labels])
+    np.testing.assert_allclose(parts, [0.7 * l_sr + 0.3 * l_task, l_sr, l_task], rtol=1e-5)
+
+  def test_baseline_zeroes_the_replication_gradient(self):
+    config = aux_train_config(replication_weight=0.0, task_weight=1.0)
+    data = fake_mnist(config.model)
+    trainer = aux_lib.AuxTrainer(config, data)
+    coordinates = tf.constant([1, 2, 3], tf.int32)
+    images, labels = data.train_images[:3], data.train_labels[:3]
+    with tf.GradientTape() as tape:
+      predictions, _ = trainer.model((coordinates, images))
+      l_sr = tf.reduce_sum((predictions - tf.gather(trainer.targets, coordinates)) ** 2)
+      loss = config.replication_weight * l_sr
+    grads = tape.gradient(loss, trainer.model.quine_variables)
+    self.assertTrue(all(g is None or float(tf.reduce_max(tf.abs(g))) == 0.0 for g in grads))
+    # ... and a baseline step moves only what the task loss moves: the weight head gets no
+    # gradient from the class loss at all.
+    head = trainer.model.weight_head.kernel.numpy().copy()
+    trainer.aux_block(_one_batch(coordinates, images, labels), tf.constant(1))
+    self.assertAllEqual(trainer.model.weight_head.kernel.numpy(), head)
+
+  def test_a_few_epochs_raise_accuracy_on_a_separable_set(self):
+    model = tiny_aux_config(width=16, coordinate_units=4, image_size=8, num_classes=3)
+    config = dataclasses.replace(configs.AUX_PRESETS['tiny'], model=model, num_epochs=6,
+                                 batch_size=4, task_weight=1.0, learning_rate=0.02, plot_every=0)
+    data = fake_mnist(model, num_train=300, num_test=150, separable=True)
+    workdir = self.create_tempdir().full_path
+    final = aux_lib.run(config, workdir, data)
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      records = [json.loads(line) for line in f]
+    self.assertEqual(final['status'], 'finished')
+    self.assertLess(records[0]['test_accuracy'], 0.6)
+    self.assertGreater(final['test_accuracy'], 0.9)
+    for key in ('test_accuracy', 'l_task', 'l_task_sum', 'l_aux', 'l_sr', 'rho', 'r2',
+                'weight_rms', 'train_l_task'):
+      self.assertIn(key, final)
+    self.assertAllClose(final['l_aux'], final['l_sr'] + config.task_weight * final['l_task_sum'])
+    self.assertTrue(os.path.exists(os.path.join(workdir, 'plots', 'curves.png')))
+
+  def test_epoch_visits_every_coordinate_once_with_training_images(self):
+    config = aux_train_config(batch_size=4)
+    data = fake_mnist(config.model)
+    trainer = aux_lib.AuxTrainer(config, data)
+    seen, pixels = [], set(map(bytes, data.train_images))
+    for coordinates, images, labels in trainer.dataset(phase=1):
+      seen.extend(coordinates.numpy().tolist())
+      self.assertTrue(all(bytes(row) in pixels for row in images.numpy()))
+      self.assertEqual(labels.shape[0], coordinates.shape[0])
+    self.assertCountEqual(seen, range(trainer.num_weights))
+    again = np.concatenate([c.numpy() for c, _, _ in trainer.dataset(phase=1)])
+    self.assertAllEqual(again, seen)  # stateless: a resumed phase draws the same examples
+
+  def test_images_of_the_wrong_size_are_refused(self):
+    config = aux_train_config()
+    data = fake_mnist(dataclasses.replace(config.model, image_size=7))
+    with self.assertRaisesRegex(ValueError, 'images have 7 pixels but the quine expects '
+                                'image_size=5'):
+      aux_lib.run(config, self.create_tempdir().full_path, data)
+
+  def test_hill_climbing_is_refused_for_auxiliary_quines(self):
+    with self.assertRaisesRegex(ValueError, 'hill_climb is not supported'):
+      aux_train_config(method='hill_climb').validate()
+
+
+if __name__ == '__main__':
+  absltest.main()
