@@ -1,0 +1,43 @@
+"""Tests of the train_aux.py binary: bad input fails fast with one line naming the problem."""
+
+import os
+import subprocess
+import sys
+import time
+
+from absl.testing import absltest
+
+from conftest import REPO_ROOT
+
+
+def _run(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'trainers', 'train_aux.py'),
+                         *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                        timeout=300, check=False)
+
+
+class TrainAuxCliTest(absltest.TestCase):
+
+  def test_missing_mnist_with_nodownload_fails_fast_naming_where_it_looked(self):
+    empty = self.create_tempdir().full_path
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    start = time.monotonic()
+    proc = _run(f'--workdir={workdir}', f'--data_dir={empty}', '--nodownload')
+    self.assertNotEqual(proc.returncode, 0)
+    last = proc.stderr.strip().splitlines()[-1]
+    self.assertRegex(last, rf'train_aux.py: error: MNIST is not prepared in {empty}/mnist/3.0.1')
+    self.assertLess(time.monotonic() - start, 60)  # the interpreter start, not a download
+    self.assertFalse(os.path.exists(workdir))  # nothing written before the failure
+
+  def test_bad_flag_is_refused_before_any_work(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    proc = _run(f'--workdir={workdir}', '--task_weight=-1')
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertEqual(proc.stderr.strip().splitlines()[-1],
+                     'train_aux.py: error: --task_weight=-1.0 must be >= 0')
+    self.assertFalse(os.path.exists(workdir))
+
+
+if __name__ == '__main__':
+  absltest.main()
