@@ -440,15 +440,14 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_weights_above_max_weight_rms_count_as_diverged(self):
     workdir = self._workdir()
-    # The initial weights' RMS is ~0.27: the first phase already counts as diverged.
+    # The initial weights' RMS is ~0.27: the run stops before any training, saving nothing.
     record = train_lib.run(tiny_train_config(num_epochs=3, max_weight_rms=0.1), workdir)
     self.assertEqual(record['status'], 'diverged')
-    self.assertEqual(record['phase'], 1)
+    self.assertEqual(record['phase'], 0)
     lines = _read_lines(workdir)
-    self.assertEqual([m['phase'] for m in lines], [0, 1])
+    self.assertEqual([m['phase'] for m in lines], [0])
     self.assertEqual(lines[-1]['status'], 'diverged')
-    latest = tf.train.latest_checkpoint(os.path.join(workdir, 'checkpoints'))
-    self.assertEndsWith(latest, 'ckpt-0')
+    self.assertIsNone(tf.train.latest_checkpoint(os.path.join(workdir, 'checkpoints')))
 
   def test_exploding_regeneration_keeps_the_last_finite_checkpoint(self):
     # he_normal at width 32 regenerates to ever larger weights, then inf and NaN.

@@ -41,6 +41,13 @@ class PrepareTest(tf.test.TestCase):
     self.assertIsNone(workdir_lib.prepare(workdir, longer, resumable_fields=('num_epochs',)))
     self.assertEqual(workdir_lib.read_config(workdir)['num_epochs'], 5)
 
+  def test_resumable_field_may_not_shrink(self):
+    workdir = self.create_tempdir().full_path
+    workdir_lib.prepare(workdir, _with(_CONFIG, num_epochs=5), resumable_fields=('num_epochs',))
+    with self.assertRaisesRegex(workdir_lib.WorkdirError, 'num_epochs: 5 -> 2 .*not shortened'):
+      workdir_lib.prepare(workdir, _CONFIG, resumable_fields=('num_epochs',))
+    self.assertEqual(workdir_lib.read_config(workdir)['num_epochs'], 5)
+
   def test_different_config_is_refused_and_nothing_is_overwritten(self):
     workdir = self.create_tempdir().full_path
     workdir_lib.prepare(workdir, _CONFIG)

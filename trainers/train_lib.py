@@ -342,6 +342,13 @@ def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None, 
   record = None
   if start == 0:
     record, theta, predictions = measure(0, 'init', {}, 0.0)
+    if _diverged(record, config.max_weight_rms):
+      record['status'] = 'diverged'
+      if out:
+        out.log.write(record)
+      logging.error('The initial weights already exceed max_weight_rms (weight RMS %.4g > %.4g)',
+                    record['weight_rms'], config.max_weight_rms)
+      return record
     if out:
       out.write(record, theta, predictions, plot=True)
     manager.save(checkpoint_number=0)

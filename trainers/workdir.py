@@ -55,6 +55,11 @@ def prepare(workdir, config_dict, overwrite=False, resumable_fields=()):
     with tf.io.gfile.GFile(path) as f:
       old = json.load(f)
     diffs = _differences(old, config_dict, set(resumable_fields))
+    # A schedule may be extended, not cut short: phases already run cannot be taken back.
+    diffs += [f'{k}: {old[k]!r} -> {config_dict[k]!r} (a run can be extended, not shortened)'
+              for k in resumable_fields
+              if isinstance(old.get(k), int) and isinstance(config_dict.get(k), int)
+              and config_dict[k] < old[k]]
     if diffs:
       if not overwrite:
         raise WorkdirError(
