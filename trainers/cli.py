@@ -4,15 +4,18 @@ Imported only by the `train_*.py` binaries: libraries never read flags.
 """
 
 import dataclasses
+import json
 import os
 import sys
 
 from absl import flags
+from absl import logging
 
 from export import saved_model
 from models.config import ACTIVATIONS, INITS
 from trainers import configs
 from trainers import strategies
+from trainers import train_lib
 
 WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the run (config, checkpoints, logs).',
                               required=True)
@@ -96,15 +99,24 @@ def fail(message):
   sys.exit(f'{os.path.basename(sys.argv[0])}: error: {message}')
 
 
-def export_if_asked(record, config):
-  """Exports the finished run when --export_dir is given; returns the version folder or None."""
-  if not EXPORT_DIR.value or record['status'] != 'finished':
-    return None
-  try:
-    return saved_model.export_workdir(WORKDIR.value, EXPORT_DIR.value,
-                                      MODEL_NAME.value or config.model.kind)
-  except saved_model.ExportError as e:
-    fail(e)
+def log_start(strategy, config):
+  logging.info('Strategy %s with %d replica(s)', type(strategy).__name__,
+               strategy.num_replicas_in_sync)
+  logging.info('Config: %s', json.dumps(train_lib.config_dict(config), sort_keys=True))
+
+
+def finish(record, config):
+  """Prints the run's summary, exports it if --export_dir asks, exits 3 if it diverged."""
+  print(summary_line(record, WORKDIR.value))
+  if record['status'] == 'diverged':
+    sys.exit(3)
+  if EXPORT_DIR.value:
+    try:
+      exported = saved_model.export_workdir(WORKDIR.value, EXPORT_DIR.value,
+                                            MODEL_NAME.value or config.model.kind)
+    except saved_model.ExportError as e:
+      fail(e)
+    print(f'exported: {exported}')
 
 
 def summary_line(record, workdir):

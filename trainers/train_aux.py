@@ -13,15 +13,12 @@ Examples (from the repository root, with the virtual environment set up as the R
 Rerunning a command resumes its workdir. Presets: short (default, 5 epochs), paper, tiny.
 """
 
-import json
 import os
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # fewer of TensorFlow's C++ start-up notes
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
 
 from trainers import aux_lib
 from trainers import cli
@@ -50,24 +47,17 @@ def main(argv):
   except ValueError as e:
     cli.fail(e)
   strategy = cli.strategy_from_flags()  # before any op: it may split the CPU into devices
-  logging.info('Strategy %s with %d replica(s)', type(strategy).__name__,
-               strategy.num_replicas_in_sync)
   try:
     data = data_lib.load_mnist(_DATA_DIR.value, download=_DOWNLOAD.value)
   except data_lib.DataError as e:
     cli.fail(e)
-  logging.info('Config: %s', json.dumps(train_lib.config_dict(config), sort_keys=True))
+  cli.log_start(strategy, config)
   try:
     record = aux_lib.run(config, cli.WORKDIR.value, data, strategy,
                          overwrite=cli.OVERWRITE.value)
   except (workdir_lib.WorkdirError, ValueError) as e:
     cli.fail(e)
-  print(cli.summary_line(record, cli.WORKDIR.value))
-  exported = cli.export_if_asked(record, config)
-  if exported:
-    print(f'exported: {exported}')
-  if record['status'] == 'diverged':
-    sys.exit(3)
+  cli.finish(record, config)
 
 
 if __name__ == '__main__':

@@ -14,14 +14,11 @@ Rerunning a command resumes its workdir from the last checkpoint. Presets: paper
 paper_alternate, small, tiny.
 """
 
-import json
 import os
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # fewer of TensorFlow's C++ start-up notes
 
 from absl import app  # pylint: disable=g-import-not-at-top
-from absl import logging
 
 from trainers import cli
 from trainers import configs
@@ -38,19 +35,12 @@ def main(argv):
   except ValueError as e:
     cli.fail(e)
   strategy = cli.strategy_from_flags()
-  logging.info('Strategy %s with %d replica(s)', type(strategy).__name__,
-               strategy.num_replicas_in_sync)
-  logging.info('Config: %s', json.dumps(train_lib.config_dict(config), sort_keys=True))
+  cli.log_start(strategy, config)
   try:
     record = train_lib.run(config, cli.WORKDIR.value, strategy, overwrite=cli.OVERWRITE.value)
   except workdir_lib.WorkdirError as e:
     cli.fail(e)
-  print(cli.summary_line(record, cli.WORKDIR.value))
-  exported = cli.export_if_asked(record, config)
-  if exported:
-    print(f'exported: {exported}')
-  if record['status'] == 'diverged':
-    sys.exit(3)
+  cli.finish(record, config)
 
 
 if __name__ == '__main__':
