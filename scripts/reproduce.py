@@ -20,27 +20,29 @@ _RUNS_DIR = flags.DEFINE_string('runs_dir', 'runs/repro', 'Where the workdirs go
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data dir with MNIST (aux part).')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds of every row.')
 
-# (row name, paper's number as printed, binary, flags)
+# (workdir slug, row name, paper's number as printed, binary, flags)
 VANILLA_ROWS = [
-    ('initial network', 'L_SR 90.16', 'train_vanilla', ['--num_epochs=0']),
-    ('30 epochs SGD', 'plateaus near 66', 'train_vanilla', ['--optimizer=sgd']),
-    ('30 epochs SGD+momentum', '-', 'train_vanilla', ['--optimizer=momentum']),
-    ('30 epochs Adam', '-', 'train_vanilla', ['--optimizer=adam']),
-    ('30 epochs Adagrad', 'rises', 'train_vanilla', ['--optimizer=adagrad']),
-    ('30 epochs Adamax', 'lowest, ~33', 'train_vanilla', ['--optimizer=adamax']),
-    ('30 epochs RMSprop', 'explodes', 'train_vanilla', ['--optimizer=rmsprop']),
-    ('100 epochs Adamax', '32.10 (margin 0.040, quotient 6.44)', 'train_vanilla',
+    ('init', 'initial network', 'L_SR 90.16', 'train_vanilla', ['--num_epochs=0']),
+    ('sgd', '30 epochs SGD', 'plateaus near 66', 'train_vanilla', ['--optimizer=sgd']),
+    ('momentum', '30 epochs SGD+momentum', '-', 'train_vanilla', ['--optimizer=momentum']),
+    ('adam', '30 epochs Adam', '-', 'train_vanilla', ['--optimizer=adam']),
+    ('adagrad', '30 epochs Adagrad', 'rises', 'train_vanilla', ['--optimizer=adagrad']),
+    ('adamax', '30 epochs Adamax', 'lowest, ~33', 'train_vanilla', ['--optimizer=adamax']),
+    ('rmsprop', '30 epochs RMSprop', 'explodes', 'train_vanilla', ['--optimizer=rmsprop']),
+    ('adamax_100', '100 epochs Adamax', '32.10 (margin 0.040, quotient 6.44)', 'train_vanilla',
      ['--optimizer=adamax', '--num_epochs=100']),
-    ('regeneration alone, G=10', 'collapses to the zero quine', 'train_vanilla',
+    ('regenerate', 'regeneration alone, G=10', 'collapses to the zero quine', 'train_vanilla',
      ['--method=regenerate', '--generations=10']),
-    ('alternate T=1 Adamax, G=10', '0.86 (margin 0.0065, quotient 10.06)', 'train_vanilla',
+    ('alternate', 'alternate T=1 Adamax, G=10', '0.86 (margin 0.0065, quotient 10.06)',
+     'train_vanilla',
      ['--method=alternate', '--generations=10', '--opt_epochs_per_generation=1']),
 ]
 AUX_ROWS = [
-    ('initial auxiliary quine', 'L_aux 1072.05 (L_SR ~80, lambda*L_task ~990)', 'train_aux',
-     ['--preset=paper', '--num_epochs=0']),
-    ('auxiliary quine, 30 epochs', '90.41% (L_SR ~80 -> ~260)', 'train_aux', ['--preset=paper']),
-    ('classifier-only baseline, 30 epochs', '96.33%', 'train_aux',
+    ('init', 'initial auxiliary quine', 'L_aux 1072.05 (L_SR ~80, lambda*L_task ~990)',
+     'train_aux', ['--preset=paper', '--num_epochs=0']),
+    ('quine', 'auxiliary quine, 30 epochs', '90.41% (L_SR ~80 -> ~260)', 'train_aux',
+     ['--preset=paper']),
+    ('baseline', 'classifier-only baseline, 30 epochs', '96.33%', 'train_aux',
      ['--preset=paper', '--replication_weight=0']),
 ]
 
@@ -68,6 +70,8 @@ def _row(name, paper, records):
     if 'test_accuracy' in r:
       cell += f' / {100 * r["test_accuracy"]:.2f}%'
     cell += f' / {_fmt(r.get("weight_rms"), 3)}'
+    if 'l_aux' in r:
+      cell += f' (L_aux {_fmt(r["l_aux"], 5)} = L_SR + {_fmt(r["l_aux"] - r["l_sr"], 5)})'
     if r.get('status') == 'diverged':
       cell += f' (diverged, phase {r["phase"]})'
     cells.append(cell)
@@ -83,10 +87,9 @@ def main(argv):
   del argv
   rows = VANILLA_ROWS if _PART.value == 'vanilla' else AUX_ROWS
   table = []
-  for name, paper, binary, flag_list in rows:
+  for slug, name, paper, binary, flag_list in rows:
     records = []
     for seed in _SEEDS.value:
-      slug = '_'.join(f.split('=')[-1] for f in flag_list) or 'default'
       workdir = os.path.join(_RUNS_DIR.value, _PART.value, f'{slug}_seed{seed}')
       _run(binary, [*flag_list, f'--seed={seed}'], workdir)  # a finished run only re-plots
       with open(os.path.join(workdir, 'metrics.jsonl')) as f:
