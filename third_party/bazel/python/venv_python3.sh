@@ -10,6 +10,8 @@ if [ ! -x "$python" ]; then
   echo "$0: no $python: set up .venv first (the README's setup command, or .ci/run)" >&2
   exit 1
 fi
+# strict/sitecustomize.py: the repository's own modules come from the runfiles only (its docstring).
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$here/strict"
 # -P: Python would put the symlink-resolved directory of the main script (the source tree) first on
 # sys.path, so `from conftest import ...` would bypass the runfiles. Without it, imports come only
 # from the runfiles (the stub's PYTHONPATH, `imports = [...]`) and the venv.
