@@ -22,7 +22,7 @@ from trainers import aux_lib
 from trainers import plots
 
 _FIELDS = ('name', 'task_weight', 'replication_weight', 'status', 'test_accuracy', 'l_sr', 'rho',
-           'r2', 'weight_rms', 'l_task', 'l_aux', 'seconds')
+           'r2', 'weight_rms', 'l_task', 'l_aux', 'train_seconds')
 
 
 def point_name(task_weight, replication_weight):
@@ -53,7 +53,9 @@ def _tradeoff_png(results):
         ax.plot([r[key]], [100 * r['test_accuracy']], 'r*', ms=10, label='classifier only')
     if key == 'rho':
       ax.axvline(1.0, color='r', lw=0.8, ls='--')
-    ax.set_xscale('log')
+    values = [r[key] for r in results if r[key] and r[key] > 0]
+    if values and max(values) > 10 * min(values):  # log axes only for wide ranges
+      ax.set_xscale('log')
     ax.set_xlabel(label)
     ax.set_ylabel('test accuracy (%)')
     ax.legend(fontsize=8)
@@ -92,10 +94,10 @@ def run_sweep(base_config, sweep_dir, data, task_weights, include_baseline=True)
     with tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard')).as_default():
       hp.hparams({'task_weight': task_weight, 'replication_weight': replication_weight},
                  trial_id=name)
-    seconds = sum(r['seconds'] for r in _metrics(workdir))
     results.append({'name': name, 'task_weight': task_weight,
-                    'replication_weight': replication_weight, 'seconds': seconds,
-                    **{k: record.get(k) for k in _FIELDS if k in record}})
+                    'replication_weight': replication_weight,
+                    **{k: record.get(k) for k in _FIELDS if k in record},
+                    'train_seconds': sum(r['seconds'] for r in _metrics(workdir))})
   _write(sweep_dir, results)
   return results
 
