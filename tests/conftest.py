@@ -133,3 +133,26 @@ def numpy_predict_weights(config, kernels, coordinates):
     inputs = np.concatenate(
         [inputs, np.zeros([len(inputs), config.width - config.coordinate_units])], axis=1)
   return numpy_heads(config, kernels, inputs)[0]
+
+
+def fake_mnist(config, num_train=60, num_test=30, seed=0, separable=False):
+  """Random images and labels shaped for `config`; `separable` makes the class a pixel's brightness."""
+  from trainers import data as data_lib  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  k, p = config.num_classes, config.image_size
+
+  def split(n):
+    labels = rng.integers(0, k, n).astype(np.int32)
+    images = rng.random((n, p), dtype=np.float32) * 0.1
+    if separable:  # class c lights up pixel c: linearly separable
+      images[np.arange(n), labels] = 1.0
+    return images, labels
+
+  return data_lib.Mnist(*split(num_train), *split(num_test))
+
+
+def aux_train_config(**overrides):
+  """The auxiliary 'tiny' preset on tiny_aux_config(), never plotting mid-run, with overrides."""
+  from trainers import configs  # pylint: disable=g-import-not-at-top
+  return dataclasses.replace(configs.AUX_PRESETS['tiny'], model=tiny_aux_config(), plot_every=0,
+                             **overrides)

@@ -8,34 +8,15 @@ from absl.testing import absltest
 import numpy as np
 import tensorflow as tf
 
-from conftest import coordinate_rows, image_rows, numpy_heads, numpy_kernels, tiny_aux_config
+from conftest import aux_train_config, coordinate_rows, fake_mnist, image_rows, numpy_heads
+from conftest import numpy_kernels, tiny_aux_config
 from trainers import aux_lib
 from trainers import configs
-from trainers import data as data_lib
-
-
-def fake_mnist(config, num_train=60, num_test=30, seed=0, separable=False):
-  """Random images and labels shaped for `config`; `separable` makes the class a pixel's brightness."""
-  rng = np.random.default_rng(seed)
-  k, p = config.num_classes, config.image_size
-
-  def split(n):
-    labels = rng.integers(0, k, n).astype(np.int32)
-    images = rng.random((n, p), dtype=np.float32) * 0.1
-    if separable:  # class c lights up pixel c: linearly separable
-      images[np.arange(n), labels] = 1.0
-    return images, labels
-
-  return data_lib.Mnist(*split(num_train), *split(num_test))
 
 
 def _one_batch(coordinates, images, labels):
   return iter(tf.data.Dataset.from_tensors((coordinates, images, labels)))
 
-
-def aux_train_config(**overrides):
-  return dataclasses.replace(configs.AUX_PRESETS['tiny'], model=tiny_aux_config(), plot_every=0,
-                             **overrides)
 
 
 class AuxTrainerTest(tf.test.TestCase):

@@ -7,7 +7,7 @@ import os
 
 from absl.testing import absltest
 
-from test_aux_lib import aux_train_config, fake_mnist
+from conftest import aux_train_config, fake_mnist
 from trainers import sweep_lib
 
 
