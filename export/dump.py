@@ -183,7 +183,7 @@ def _architecture(config):
   if config['kind'] == 'auxiliary':
     units, width = coordinate_units(config), int(config['width'])
     arch['layers'].append({'name': 'class_head', 'shape': [width, int(config['num_classes'])],
-                           'activation': f'none; logits = (h @ class_head) / temperature',
+                           'activation': 'none; logits = (h @ class_head) / temperature',
                            'temperature': float(config['temperature'])})
     arch['predict_weights'] = [
         f'h = concat([P_coordinate[c], zeros([B, {width - units}])], axis=1)  # zero image',
