@@ -1,0 +1,166 @@
+"""Tests of trainers/fixed_point.py: the forward pass it solves, its derivatives, the solver."""
+
+import dataclasses
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from conftest import tiny_model_config  # pylint: disable=g-bad-import-order
+from models import build_quine
+from trainers import fixed_point
+from trainers import metrics as metrics_lib
+
+# Small quines have large weights (init 1/sqrt(width), and solutions ~10x that), so their kinks need
+# wider smoothing than the width-100 defaults. Width 5 (N = 2 * 5 * 5 + 5 = 55), seed 0 reaches
+# rho ~4e-5 with this in ~10 s.
+_FAST = fixed_point.SolverConfig(
+    dtype='float64', smoothing_schedule=(0.3, 0.1, 0.03, 0.01, 0.003, 0.0), search_steps=40,
+    stage_steps=10, cg_iterations=60)
+
+
+def _model(width=5, **overrides):
+  return build_quine(tiny_model_config(width=width, **overrides))
+
+
+def _rho_and_rms(model):
+  theta = model.flatten()
+  predictions = model.predict_weights(tf.range(model.num_weights))
+  m = metrics_lib.replication_metrics(theta, predictions)
+  return float(m['rho']), float(m['weight_rms'])
+
+
+class ForwardTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters('float32', 'float64')
+  def test_forward_equals_model(self, dtype):
+    model = _model()
+    forward = fixed_point.make_forward(model, tf.as_dtype(dtype))
+    got = forward(tf.cast(model.flatten(), dtype))
+    want = model.predict_weights(tf.range(model.num_weights))
+    self.assertAllClose(got, tf.cast(want, dtype), rtol=1e-5, atol=1e-7)
+
+  def test_smooth_selu_tends_to_selu(self):
+    x = tf.constant(np.linspace(-3, 3, 601), tf.float64)
+    self.assertAllClose(fixed_point.smooth_selu(x, 1e-4), tf.nn.selu(x), atol=1e-4)
+
+  def test_smooth_selu_has_no_kink(self):
+    # SELU's slope jumps from 1.758 to 1.051 at 0; the smoothed one is continuous across it.
+    x = tf.constant([-1e-6, 1e-6], tf.float64)
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = fixed_point.smooth_selu(x, tf.constant(0.1, tf.float64))
+    slope = tape.gradient(y, x).numpy()
+    self.assertAllClose(slope[0], slope[1], atol=1e-4)
+
+  @parameterized.parameters(0.0, 0.01)
+  def test_linearized_products_match_autodiff(self, beta):
+    model = _model()
+    forward = fixed_point.make_forward(model)
+    linearize, jvp, vjp = fixed_point.make_linearization(model)
+    rng = np.random.default_rng(0)
+    theta, v = (tf.constant(x) for x in rng.standard_normal((2, model.num_weights)))
+    w = tf.constant(rng.standard_normal(model.num_weights))
+    beta_t = tf.constant(beta, tf.float64)
+    call = (lambda th: forward(th, beta_t)) if beta else forward
+    with tf.autodiff.ForwardAccumulator(theta, v) as acc:
+      y_want = call(theta)
+    with tf.GradientTape() as tape:
+      tape.watch(theta)
+      y2 = call(theta)
+    y, inputs, slopes = linearize(theta, beta_t, beta > 0)
+    self.assertAllClose(y, y_want, rtol=1e-12)
+    self.assertAllClose(jvp(theta, inputs, slopes, v), acc.jvp(y_want), rtol=1e-10)
+    self.assertAllClose(vjp(theta, inputs, slopes, w), tape.gradient(y2, theta, w), rtol=1e-10)
+    # adjoint: <w, J v> = <J^T w, v>
+    self.assertAllClose(tf.reduce_sum(w * jvp(theta, inputs, slopes, v)),
+                        tf.reduce_sum(vjp(theta, inputs, slopes, w) * v), rtol=1e-10)
+
+
+class SolverTest(tf.test.TestCase):
+
+  def test_finds_non_trivial_fixed_point(self):
+    model = _model()
+    rho0, rms0 = _rho_and_rms(model)
+    self.assertGreater(rho0, 0.9)  # the initial network is no better than printing zeros
+    history = fixed_point.solve(model, max_steps=120, target_rho=1e-6, config=_FAST)
+    rho, rms = _rho_and_rms(model)  # measured on the float32 Keras model, not the solver
+    self.assertLess(rho, 1e-3)
+    self.assertGreaterEqual(rms, 0.5 * rms0)
+    self.assertLess(history[-1]['rho'], 1e-3)
+
+  def test_stages_advance_and_end_on_real_activation(self):
+    model = _model()
+    config = dataclasses.replace(_FAST, smoothing_schedule=(0.1, 0.0), search_steps=5,
+                                 stage_steps=5)
+    history = fixed_point.solve(model, max_steps=12, config=config)
+    stages = [d['stage'] for d in history]
+    self.assertEqual(stages, sorted(stages))
+    self.assertEqual(stages[0], 0)
+    self.assertEqual(history[-1]['beta'], 0.0)
+
+  def test_deflation_keeps_a_bad_start_away_from_zero(self):
+    # Width 6, seed 0 starts with rho > 1 (f . theta < 0): LM on rho alone (deflation_power=1)
+    # (the default) slides to theta = 0; the deflated objective does not.
+    collapsed, kept = _model(width=6), _model(width=6)
+    rms0 = _rho_and_rms(kept)[1]
+    config = dataclasses.replace(_FAST, smoothing_schedule=(0.1, 0.01, 0.0))
+    fixed_point.solve(collapsed, max_steps=30, config=config)
+    fixed_point.solve(kept, max_steps=30,
+                      config=dataclasses.replace(config, deflation_power=2.0))
+    self.assertLess(_rho_and_rms(collapsed)[1], 1e-3 * rms0)
+    rho, rms = _rho_and_rms(kept)
+    self.assertGreater(rms, rms0)
+    self.assertLess(rho, 0.5)
+
+  def test_deterministic(self):
+    thetas = []
+    for _ in range(2):
+      model = _model()
+      fixed_point.solve(model, max_steps=5, config=_FAST)
+      thetas.append(model.flatten().numpy())
+    self.assertAllEqual(thetas[0], thetas[1])
+
+  def test_state_round_trip(self):
+    model = _model()
+    solver = fixed_point.FixedPointSolver(model, _FAST)
+    for _ in range(3):
+      solver.step()
+    state = solver.state_dict()
+    ckpt_dir = self.create_tempdir().full_path
+    path = tf.train.Checkpoint(solver=solver).save(ckpt_dir + '/ckpt')
+
+    other = fixed_point.FixedPointSolver(_model(), _FAST)
+    tf.train.Checkpoint(solver=other).restore(path).assert_existing_objects_matched()
+    self.assertEqual(other.state_dict(), state)
+    third = fixed_point.FixedPointSolver(_model(), _FAST)
+    third.load_state_dict(state)
+    self.assertEqual(third.state_dict(), state)
+
+  def test_resumed_run_matches_uninterrupted_run(self):
+    straight = _model()
+    solver = fixed_point.FixedPointSolver(straight, _FAST)
+    for _ in range(4):
+      solver.step()
+
+    resumed = _model()
+    first = fixed_point.FixedPointSolver(resumed, _FAST)
+    for _ in range(2):
+      first.step()
+    second = fixed_point.FixedPointSolver(resumed, _FAST)
+    second.load_state_dict(first.state_dict())
+    for _ in range(2):
+      second.step()
+    self.assertAllEqual(straight.flatten(), resumed.flatten())
+
+  def test_rejects_smoothing_for_other_activations(self):
+    with self.assertRaises(ValueError):
+      fixed_point.FixedPointSolver(_model(activation='tanh'))
+    # Without a schedule a tanh quine is fine (it is smooth already).
+    fixed_point.FixedPointSolver(
+        _model(activation='tanh'), dataclasses.replace(_FAST, smoothing_schedule=()))
+
+
+if __name__ == '__main__':
+  absltest.main()

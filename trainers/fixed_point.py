@@ -1,0 +1,387 @@
+"""Non-trivial quines by solving the fixed-point equation f_theta(C) = theta directly.
+
+The paper's methods (gradient steps on L_SR against frozen targets, regeneration) only shrink the
+weights: every solution they find has rho = L_SR / sum(theta^2) ~ 1. Here the quine condition is
+treated as what it is, N equations in N unknowns,
+
+    F(theta) = f_theta(C) - theta = 0,        C = all N coordinates,
+
+and solved with Levenberg-Marquardt whose Jacobian products (J v and J^T w, sharing one forward
+pass per step) are computed without ever forming the N x N Jacobian; each LM step solves the damped
+normal equations (J_r^T J_r + lambda I) delta = -J_r^T r by conjugate gradients.
+
+Three things make this work where plain Newton does not:
+
+* Normalisation. LM on F itself collapses to the trivial fixed point theta = 0 (J_F(0) = -I is
+  perfectly conditioned, so Newton jumps there in a few steps). The residual here is
+  r = F / ||theta||, whose squared norm is exactly rho, so shrinking does not pay.
+* Optional deflation at the start. rho -> 1 as theta -> 0, so from a start with rho > 1 LM on rho
+  can still slide to zero (width 6, seed 0); with deflation_power=2 the solver minimises
+  ||F||^2 / ||theta||^4 (a pole at 0) while rho > 1/2.
+* Smoothing continuation. SELU's slope jumps from 1.758 to 1.051 at 0, and with N * width
+  pre-activations some always sit near the kink: LM on the real network stalls at rho ~1e-4..1e-3
+  (a tanh quine, which is smooth, converges to rho ~1e-12). The solver first solves the quine with
+  the kink rounded off over a width beta (`smooth_selu`), then shrinks beta stage by stage to 0,
+  each stage starting from the previous solution.
+
+`FixedPointSolver` runs one LM iteration per `step()` on a Keras `VanillaQuine` and writes the
+iterate back into it; `solve()` loops it for scripts.
+"""
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from models import quine as quine_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverConfig:
+  """Hyper-parameters of `FixedPointSolver`.
+
+  Attributes:
+    dtype: 'float32' (default; ~2.5x faster than float64 at width 100 and enough for rho down to
+      ~1e-10) or 'float64' (for polishing further).
+    smoothing_schedule: the continuation: kink widths beta of `smooth_selu`, one stage each, the
+      last 0.0 (the quine's real activation). Empty or (0.0,) means no smoothing.
+    advance_rho: a stage ends once rho (under that stage's beta) is at most this.
+    search_steps: most LM steps of the first stage (the global search from the initial weights).
+    stage_steps: most LM steps of every later stage except the last (which runs until the caller
+      stops it).
+    initial_damping: LM damping lambda at the start of each stage, in units where the identity
+      part of J_r has singular values 1 (so it does not depend on width or weight scale).
+    min_damping: lower clamp of lambda.
+    max_damping: upper clamp of lambda; reaching it ends a stage ('stalled').
+    cg_iterations: conjugate-gradient iterations per LM step (each is one J v and one J^T w).
+    cg_tolerance: relative residual at which CG stops early.
+    deflation_power: p in the minimised ||F(theta)||^2 / ||theta||^(2p). p = 1 is rho itself, but
+      rho -> 1 as theta -> 0, so from a start with rho > 1 (f_theta . theta < 0) LM can still
+      slide down to the trivial quine; p = 2 puts a pole at theta = 0 (deflation) and keeps the
+      same non-trivial roots. It also rewards growing weights, so it is used only while
+      rho > deflate_above_rho (the start), and p = 1 (rho) afterwards. Default 1 (off): at width
+      100, seed 1, p = 2 let rho climb from 1.1 to 1.4 while the weights grew.
+    deflate_above_rho: see deflation_power.
+  """
+  dtype: str = 'float32'
+  smoothing_schedule: tuple = (0.03, 0.01, 0.003, 0.0)
+  advance_rho: float = 1e-12
+  search_steps: int = 20
+  stage_steps: int = 8
+  initial_damping: float = 1e-2
+  min_damping: float = 1e-12
+  max_damping: float = 1e8
+  cg_iterations: int = 40
+  cg_tolerance: float = 1e-6
+  deflation_power: float = 1.0
+  deflate_above_rho: float = 0.5
+
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def smooth_selu(x, beta):
+  """SELU with its kink at 0 rounded off over a width ~beta (beta > 0); -> tf.nn.selu as beta -> 0.
+
+  max(x, 0) and min(x, 0) become beta * softplus(+-x / beta), so the derivative is continuous
+  (SELU's jumps from 1.76 to 1.05 at 0, which stalls every Newton-type method on rho).
+  """
+  pos = beta * tf.nn.softplus(x / beta)
+  neg = -beta * tf.nn.softplus(-x / beta)
+  return _SELU_SCALE * (pos + _SELU_ALPHA * tf.math.expm1(neg))
+
+
+def make_forward(model, dtype=tf.float64):
+  """The quine's full replication pass as a pure function (theta [N], beta) -> f_theta(C) [N].
+
+  Args:
+    model: a `VanillaQuine` (built).
+    dtype: computation dtype; the projection table is cast to it once.
+
+  Returns:
+    A Python function `forward(theta, beta=None)`, traceable by tf.function and differentiable in
+    both modes. With beta None it equals `model.predict_weights(tf.range(N))` when theta is the
+    model's `flatten()`; with a scalar tensor beta > 0 (SELU quines only) every hidden activation
+    is `smooth_selu(., beta)`.
+  """
+  config = model.config
+  if config.kind != 'vanilla':
+    raise ValueError('the fixed-point solver handles vanilla quines only')
+  n, d = config.num_weights, config.width
+  rows = tf.cast(model.coordinate_projection.rows(tf.range(n)), dtype)
+  act = quine_lib.activation_fn(config.activation)
+  out_act = quine_lib.activation_fn(config.output_activation)
+  shapes = [(d, d)] * config.num_hidden + [(d, 1)]
+  sizes = [a * b for a, b in shapes]
+
+  def forward(theta, beta=None):
+    kernels = [tf.reshape(p, s) for p, s in zip(tf.split(theta, sizes), shapes)]
+    h = rows
+    for w in kernels[:-1]:
+      h = act(tf.matmul(h, w)) if beta is None else smooth_selu(tf.matmul(h, w), beta)
+    return out_act(tf.matmul(h, kernels[-1]))[:, 0]
+
+  return forward
+
+
+def make_linearization(model, dtype=tf.float64):
+  """Jacobian-vector products of the replication pass that share one forward pass.
+
+  Autodiff's J v and J^T w each redo the forward pass; a CG or GMRES solve needs dozens of both at
+  the same theta, so the layer inputs and activation slopes are computed once (`linearize`) and
+  the products reuse them: 3 N d^2 multiply-adds each for two hidden layers.
+
+  Args:
+    model: a `VanillaQuine` (built).
+    dtype: computation dtype.
+
+  Returns:
+    (linearize, jvp, vjp), tf.functions: `linearize(theta, beta, smooth)` -> (y, inputs, slopes)
+    where y = f_theta(C), inputs[l] is the input of layer l and slopes[l] the activation's
+    derivative at its pre-activation (smooth: Python bool, whether to use `smooth_selu(., beta)`);
+    `jvp(theta, inputs, slopes, v)` = J v; `vjp(theta, inputs, slopes, w)` = J^T w.
+  """
+  config = model.config
+  if config.kind != 'vanilla':
+    raise ValueError('the fixed-point solver handles vanilla quines only')
+  n, d = config.num_weights, config.width
+  rows = tf.cast(model.coordinate_projection.rows(tf.range(n)), dtype)
+  act = quine_lib.activation_fn(config.activation)
+  out_act = quine_lib.activation_fn(config.output_activation)
+  shapes = [(d, d)] * config.num_hidden + [(d, 1)]
+  sizes = [a * b for a, b in shapes]
+
+  def kernels(theta):
+    return [tf.reshape(p, s) for p, s in zip(tf.split(theta, sizes), shapes)]
+
+  def value_and_slope(fn, z):
+    with tf.GradientTape() as tape:
+      tape.watch(z)
+      a = fn(z)
+    return a, tape.gradient(a, z)  # elementwise: the gradient of the sum is the derivative
+
+  @tf.function
+  def linearize(theta, beta, smooth):
+    ws = kernels(theta)
+    hidden_act = (lambda z: smooth_selu(z, beta)) if smooth else act
+    inputs, slopes = [], []
+    h = rows
+    for w in ws[:-1]:
+      inputs.append(h)
+      h, slope = value_and_slope(hidden_act, tf.matmul(h, w))
+      slopes.append(slope)
+    inputs.append(h)
+    y, slope = value_and_slope(out_act, tf.matmul(h, ws[-1]))
+    slopes.append(slope)
+    return y[:, 0], inputs, slopes
+
+  @tf.function
+  def jvp(theta, inputs, slopes, v):
+    ws, vs = kernels(theta), kernels(v)
+    dh = None  # the projection rows do not depend on theta
+    for w, vw, h, slope in zip(ws, vs, inputs, slopes):
+      dz = tf.matmul(h, vw) if dh is None else tf.matmul(dh, w) + tf.matmul(h, vw)
+      dh = slope * dz
+    return dh[:, 0]
+
+  @tf.function
+  def vjp(theta, inputs, slopes, w_out):
+    ws = kernels(theta)
+    grads = [None] * len(ws)
+    dh = w_out[:, None]
+    for i in reversed(range(len(ws))):
+      dz = dh * slopes[i]
+      grads[i] = tf.matmul(inputs[i], dz, transpose_a=True)
+      if i > 0:
+        dh = tf.matmul(dz, ws[i], transpose_b=True)
+    return tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
+
+  return linearize, jvp, vjp
+
+
+class FixedPointSolver(tf.Module):
+  """Finds theta with f_theta(C) = theta, starting from (and writing back to) `model`'s weights.
+
+  One `step()` is one Levenberg-Marquardt iteration on the normalised residual of the current
+  continuation stage (activation `smooth_selu(., beta)` for the stage's beta, the real activation
+  in the last stage). The solver is deterministic given the model's weights; its only state besides
+  them is `damping`, `stage` and `stage_step` (tf.Variables: `tf.train.Checkpoint(solver=solver)`
+  saves and restores them; so do `state_dict` / `load_state_dict`).
+  """
+
+  def __init__(self, model, config=SolverConfig(), name='fixed_point_solver'):
+    super().__init__(name=name)
+    self.model = model
+    self.config = config
+    schedule = tuple(config.smoothing_schedule) or (0.0,)
+    if schedule[-1] != 0.0:
+      schedule += (0.0,)
+    if model.config.activation != 'selu' and schedule != (0.0,):
+      raise ValueError('smoothing_schedule needs a SELU quine; pass smoothing_schedule=()')
+    self.schedule = schedule
+    self._dtype = tf.as_dtype(config.dtype)
+    self.damping = tf.Variable(config.initial_damping, dtype=tf.float64, trainable=False,
+                               name='damping')
+    self.stage = tf.Variable(0, dtype=tf.int64, trainable=False, name='stage')
+    self.stage_step = tf.Variable(0, dtype=tf.int64, trainable=False, name='stage_step')
+    forward = make_forward(model, self._dtype)
+    # beta is a tensor argument: one trace serves every smoothed stage; the real activation has
+    # its own trace.
+    self._forward = tf.function(forward)
+    self._linearize, self._jvp, self._vjp = make_linearization(model, self._dtype)
+
+  # ------------------------------------------------------------------- helpers (NumPy, float64)
+
+  def _theta(self):
+    return self.model.flatten().numpy().astype(np.float64)
+
+  def _f(self, theta, beta):
+    """f_theta(C) as a float64 NumPy vector, for kink width beta (0: the real activation)."""
+    th = tf.constant(theta, self._dtype)
+    y = self._forward(th, tf.constant(beta, self._dtype)) if beta > 0 else self._forward(th)
+    return y.numpy().astype(np.float64)
+
+  def _bind(self, theta, beta):
+    """(f_theta(C), v -> J v, w -> J^T w) at theta, as float64 NumPy values and functions."""
+    dt = self._dtype
+    th = tf.constant(theta, dt)
+    y, inputs, slopes = self._linearize(th, tf.constant(beta, dt), beta > 0)
+    return (y.numpy().astype(np.float64),
+            lambda v: self._jvp(th, inputs, slopes, tf.constant(v, dt)).numpy().astype(np.float64),
+            lambda w: self._vjp(th, inputs, slopes, tf.constant(w, dt)).numpy().astype(np.float64))
+
+  @staticmethod
+  def _rho(theta, y):
+    return float(np.sum((y - theta) ** 2) / max(np.sum(theta ** 2), 1e-300))
+
+  def _lm_step(self, theta, beta):
+    """One Levenberg-Marquardt step on F / ||theta||^p; returns (theta, diagnostics)."""
+    cfg = self.config
+    y, jvp, vjp = self._bind(theta, beta)
+    norm = np.linalg.norm(theta)
+    r = (y - theta) / norm
+    rho = float(r @ r)
+
+    # Relative units x = delta / ||theta|| and u = theta / ||theta||. Up to the constant factor
+    # ||theta||^(1-p), the Jacobian of F / ||theta||^p is then x -> J x - x - p r (u . x).
+    u = theta / norm
+    power = cfg.deflation_power if rho > cfg.deflate_above_rho else 1.0
+
+    def jr(v):
+      return jvp(v) - v - power * r * (u @ v)
+
+    def jrt(w):
+      return vjp(w) - w - power * u * (r @ w)
+
+    def objective(candidate):  # ||F||^2 / ||theta||^(2p), in units where it is rho at theta
+      scale = (norm / np.linalg.norm(candidate)) ** (2 * (power - 1))
+      return self._rho(candidate, self._f(candidate, beta)) * scale, scale
+
+    lam = float(self.damping.numpy())
+    x = np.zeros_like(theta)
+    res = -jrt(r)
+    p = res.copy()
+    rs = res @ res
+    g_norm = math.sqrt(rs)
+    cg_iters = 0
+    for cg_iters in range(1, cfg.cg_iterations + 1):
+      ap = jrt(jr(p)) + lam * p
+      alpha = rs / (p @ ap)
+      x += alpha * p
+      res -= alpha * ap
+      rs_new = res @ res
+      if math.sqrt(rs_new) < cfg.cg_tolerance * g_norm:
+        break
+      p = res + (rs_new / rs) * p
+      rs = rs_new
+    jx = jr(x)
+    predicted = rho - float((r + jx) @ (r + jx))
+    candidate = theta + norm * x
+    obj_new, scale = objective(candidate)
+    gain = (rho - obj_new) / max(predicted, 1e-300)
+    accepted = bool(np.isfinite(obj_new) and obj_new < rho)
+    rho_new = obj_new / scale
+    if accepted and gain > 0.75:
+      lam = max(lam / 3.0, cfg.min_damping)
+    elif not accepted or gain < 0.25:
+      lam = min(lam * 4.0, cfg.max_damping)
+    self.damping.assign(lam)
+    if accepted:
+      theta, rho = candidate, rho_new
+    return theta, {'stage_rho': rho, 'damping': lam, 'cg_iterations': cg_iters,
+                   'accepted': accepted}
+
+  # ---------------------------------------------------------------------------------- API
+
+  def step(self):
+    """One LM iteration of the current stage; updates the model's weights in place.
+
+    Returns:
+      A dict of Python scalars: rho (of the real network, after the step), stage (index into the
+      schedule), beta (its kink width), stage_rho (rho under beta), damping, cg_iterations,
+      accepted, weight_rms.
+    """
+    cfg = self.config
+    stage = int(self.stage.numpy())
+    beta = self.schedule[stage]
+    theta, diag = self._lm_step(self._theta(), beta)
+    self.stage_step.assign_add(1)
+    last = stage == len(self.schedule) - 1
+    limit = cfg.search_steps if stage == 0 else cfg.stage_steps
+    if not last and (diag['stage_rho'] <= cfg.advance_rho or diag['damping'] >= cfg.max_damping
+                     or int(self.stage_step.numpy()) >= limit):
+      self.stage.assign(stage + 1)
+      self.stage_step.assign(0)
+      self.damping.assign(cfg.initial_damping)
+    self.model.assign_flat(theta.astype(np.float32))
+    diag['rho'] = diag['stage_rho'] if beta == 0 else self._rho(theta, self._f(theta, 0.0))
+    diag.update(stage=stage, beta=beta, weight_rms=float(np.sqrt(np.mean(theta ** 2))))
+    return diag
+
+  def state_dict(self):
+    """The solver's state besides the weights, as plain Python numbers."""
+    return {'damping': float(self.damping.numpy()), 'stage': int(self.stage.numpy()),
+            'stage_step': int(self.stage_step.numpy())}
+
+  def load_state_dict(self, state):
+    """Restores what `state_dict` returned."""
+    self.damping.assign(state['damping'])
+    self.stage.assign(state['stage'])
+    self.stage_step.assign(state['stage_step'])
+
+
+def solve(model, max_steps=100, target_rho=0.0, config=SolverConfig(), log_every=0,
+          time_limit_s=None):
+  """Runs `FixedPointSolver` on `model` until rho <= target_rho, a stall, or max_steps.
+
+  Args:
+    model: a built `VanillaQuine`; its weights are the starting point and receive the result.
+    max_steps: most solver iterations.
+    target_rho: stop once rho (of the float64 solver iterate) is at most this.
+    config: `SolverConfig`.
+    log_every: print a line every this many steps (0: silent).
+    time_limit_s: stop after this many seconds of wall time (None: no limit).
+
+  Returns:
+    A list of the per-step diagnostics dicts, each with 'step' and 'seconds' added.
+  """
+  solver = FixedPointSolver(model, config)
+  history = []
+  start = time.time()
+  for i in range(max_steps):
+    diag = solver.step()
+    diag.update(step=i + 1, seconds=time.time() - start)
+    history.append(diag)
+    if log_every and (i + 1) % log_every == 0:
+      print(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
+                     for k, v in diag.items()), flush=True)
+    if diag['rho'] <= target_rho:
+      break
+    if diag['stage'] == len(solver.schedule) - 1 and diag['damping'] >= config.max_damping:
+      break
+    if time_limit_s is not None and diag['seconds'] > time_limit_s:
+      break
+  return history
