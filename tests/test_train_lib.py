@@ -287,6 +287,25 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
   def _workdir(self, name='run'):
     return os.path.join(self.create_tempdir().full_path, name)
 
+  def test_fixed_point_method_finds_a_non_trivial_quine_and_resumes_exactly(self):
+    # The tiny quine (N = 36) from its paper initialisation: a fixed point with rho far below the
+    # zero network's 1, at weights larger than the initial ones (not a shrunken copy).
+    config = tiny_train_config(method='fixed_point', solver_steps=30)
+    straight = self._workdir('straight')
+    record = train_lib.run(config, straight)
+    lines = _read_lines(straight)
+    self.assertEqual(record['status'], 'finished')
+    self.assertLess(record['rho'], 1e-3)
+    self.assertGreater(record['r2'], 0.999)
+    self.assertGreater(record['weight_rms'], lines[0]['weight_rms'] / 2)
+    self.assertEqual([m['kind'] for m in lines[1:]], ['fixed_point'] * 30)
+    self.assertIn('solver_stage', lines[-1])
+
+    resumed = self._workdir('resumed')
+    train_lib.run(dataclasses.replace(config, solver_steps=12), resumed)
+    train_lib.run(config, resumed)  # the solver's damping and stage come back with the weights
+    self.assertEqual(_without_timing(_read_lines(resumed)), _without_timing(lines))
+
   def test_metrics_lines_have_every_field_and_start_at_epoch_0(self):
     workdir = self._workdir()
     record = train_lib.run(tiny_train_config(num_epochs=2), workdir)

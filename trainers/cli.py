@@ -35,6 +35,8 @@ WIDTH = flags.DEFINE_integer('width', None, 'Hidden units (every hidden matrix i
 NUM_HIDDEN = flags.DEFINE_integer('num_hidden', None, 'Number of hidden width x width matrices.')
 ACTIVATION = flags.DEFINE_enum('activation', None, ACTIVATIONS, 'Hidden activation.')
 INIT = flags.DEFINE_enum('init', None, INITS, 'Weight initialisation.')
+SOLVER_STEPS = flags.DEFINE_integer('solver_steps', None,
+                                    'Levenberg-Marquardt iterations of --method=fixed_point.')
 STEPS_PER_LOOP = flags.DEFINE_integer('steps_per_loop', None,
                                       'Steps compiled into one call (0 = a whole epoch).')
 STRATEGY = flags.DEFINE_enum('strategy', 'default', strategies.STRATEGIES,
@@ -77,7 +79,8 @@ def config_from_flags(presets, default_preset, **extra_overrides):
       'learning_rate': LEARNING_RATE.value, 'num_epochs': NUM_EPOCHS.value,
       'batch_size': BATCH_SIZE.value, 'generations': GENERATIONS.value,
       'opt_epochs_per_generation': OPT_EPOCHS.value, 'noise_stddev': NOISE_STDDEV.value,
-      'seed': SEED.value, 'steps_per_loop': STEPS_PER_LOOP.value, **extra_overrides}
+      'seed': SEED.value, 'steps_per_loop': STEPS_PER_LOOP.value,
+      'solver_steps': SOLVER_STEPS.value, **extra_overrides}
   config = dataclasses.replace(
       config, model=model, **{k: v for k, v in overrides.items() if v is not None})
   return config.validate()

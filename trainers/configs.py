@@ -8,7 +8,7 @@ import dataclasses
 
 from models.config import ModelConfig
 
-METHODS = ('optimize', 'hill_climb', 'regenerate', 'alternate')
+METHODS = ('optimize', 'hill_climb', 'regenerate', 'alternate', 'fixed_point')
 OPTIMIZERS = ('sgd', 'momentum', 'adam', 'adagrad', 'adamax', 'rmsprop')
 
 # Learning rates used when none is given: PyTorch's defaults (Adam 1e-3, Adagrad 1e-2, Adamax 2e-3,
@@ -18,7 +18,7 @@ DEFAULT_LEARNING_RATES = {'sgd': 0.01, 'momentum': 0.01, 'adam': 0.001, 'adagrad
                           'adamax': 0.002, 'rmsprop': 0.01}
 
 # Fields that may change between a run and its continuation (extending a schedule).
-RESUMABLE_FIELDS = ('num_epochs', 'generations')
+RESUMABLE_FIELDS = ('num_epochs', 'generations', 'solver_steps')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,8 +27,9 @@ class TrainConfig:
 
   Attributes:
     model: the quine's architecture.
-    method: 'optimize' (gradient epochs against frozen targets), 'hill_climb', 'regenerate' or
-      'alternate' (opt_epochs_per_generation optimisation epochs, then one regeneration).
+    method: 'optimize' (gradient epochs against frozen targets), 'hill_climb', 'regenerate',
+      'alternate' (opt_epochs_per_generation optimisation epochs, then one regeneration) or
+      'fixed_point' (solve f_theta(C) = theta with trainers.fixed_point; not in the paper).
     optimizer: gradient optimizer for 'optimize' and 'alternate'.
     learning_rate: None means DEFAULT_LEARNING_RATES[optimizer].
     num_epochs: epochs of 'optimize' or 'hill_climb'.
@@ -44,6 +45,7 @@ class TrainConfig:
     task_weight: lambda of L_aux = replication_weight * L_SR + lambda * L_task (auxiliary quines).
     replication_weight: weight of the replication loss; 0 gives the classifier-only baseline on
       the same network and data schedule (auxiliary quines).
+    solver_steps: Levenberg-Marquardt iterations of 'fixed_point' (one phase each).
   """
   model: ModelConfig = ModelConfig()
   method: str = 'optimize'
@@ -61,6 +63,7 @@ class TrainConfig:
   plot_every: int = 5
   task_weight: float = 0.01
   replication_weight: float = 1.0
+  solver_steps: int = 80
 
   @property
   def resolved_learning_rate(self):
@@ -92,20 +95,25 @@ class TrainConfig:
       raise ValueError(f'--noise_stddev={self.noise_stddev} must be positive')
     if self.max_weight_rms <= 0:
       raise ValueError(f'--max_weight_rms={self.max_weight_rms} must be positive')
+    if self.solver_steps < 0:
+      raise ValueError(f'--solver_steps={self.solver_steps} must be >= 0')
     if self.model.kind == 'auxiliary':
-      if self.method == 'hill_climb':
-        raise ValueError('--method=hill_climb is not supported for auxiliary quines')
+      if self.method in ('hill_climb', 'fixed_point'):
+        raise ValueError(f'--method={self.method} is not supported for auxiliary quines')
       for name in ('task_weight', 'replication_weight'):
         if getattr(self, name) < 0:
           raise ValueError(f'--{name}={getattr(self, name)} must be >= 0')
     return self
 
   def schedule(self):
-    """The run as a list of phases: 'optimize', 'hill_climb' (one epoch each) or 'regenerate'."""
+    """The run as a list of phases: 'optimize', 'hill_climb' (one epoch each), 'regenerate' or
+    'fixed_point' (one solver iteration)."""
     if self.method in ('optimize', 'hill_climb'):
       return [self.method] * self.num_epochs
     if self.method == 'regenerate':
       return ['regenerate'] * self.generations
+    if self.method == 'fixed_point':
+      return ['fixed_point'] * self.solver_steps
     return (['optimize'] * self.opt_epochs_per_generation + ['regenerate']) * self.generations
 
   def to_dict(self):

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from models import build_quine
 from trainers import configs
+from trainers import fixed_point
 from trainers import metrics as metrics_lib
 from trainers import plots
 from trainers import workdir as workdir_lib
@@ -110,6 +111,12 @@ class QuineTrainer:
     self.checkpoint = tf.train.Checkpoint(
         model=self.model, optimizer=self.optimizer, targets=self.targets, phase=self.phase,
         step=self.step)
+    self.solver = None
+    if config.method == 'fixed_point':
+      # Levenberg-Marquardt on the whole of theta: it runs on one device, in cross-replica
+      # context; its damping and continuation stage are checkpointed with the weights.
+      self.solver = fixed_point.FixedPointSolver(self.model)
+      self.checkpoint.solver = self.solver
     self.train_block = tf.function(self._train_block, input_signature=[_INT_SPEC])
     self.hill_block = tf.function(
         self._hill_block, input_signature=[_INT_SPEC, tf.TensorSpec([], tf.int64)])
@@ -248,12 +255,16 @@ class QuineTrainer:
     if kind == 'regenerate':
       self.regenerate()
       return {}
+    if kind == 'fixed_point':
+      diagnostics = self.solver.step()
+      return {f'solver_{k}': float(v) for k, v in diagnostics.items()
+              if k in ('stage', 'beta', 'stage_rho', 'damping', 'cg_iterations', 'accepted')}
     return self.run_epoch(kind, phase)
 
 
 def _counters(schedule, phase):
   done = schedule[:phase]
-  return {'epoch': sum(k != 'regenerate' for k in done),
+  return {'epoch': sum(k in ('optimize', 'hill_climb') for k in done),
           'generation': sum(k == 'regenerate' for k in done)}
 
 
