@@ -94,6 +94,23 @@ def smooth_selu(x, beta):
   return _SELU_SCALE * (pos + _SELU_ALPHA * tf.math.expm1(neg))
 
 
+def _layer_setup(model, dtype):
+  """(projection rows of all N coordinates, activation, output activation, theta -> kernels)."""
+  config = model.config
+  if config.kind != 'vanilla':
+    raise ValueError('the fixed-point solver handles vanilla quines only')
+  n, d = config.num_weights, config.width
+  rows = tf.cast(model.coordinate_projection.rows(tf.range(n)), dtype)
+  shapes = [(d, d)] * config.num_hidden + [(d, 1)]
+  sizes = [a * b for a, b in shapes]
+
+  def kernels(theta):
+    return [tf.reshape(p, s) for p, s in zip(tf.split(theta, sizes), shapes)]
+
+  return (rows, quine_lib.activation_fn(config.activation),
+          quine_lib.activation_fn(config.output_activation), kernels)
+
+
 def make_forward(model, dtype=tf.float64):
   """The quine's full replication pass as a pure function (theta [N], beta) -> f_theta(C) [N].
 
@@ -107,22 +124,14 @@ def make_forward(model, dtype=tf.float64):
     model's `flatten()`; with a scalar tensor beta > 0 (SELU quines only) every hidden activation
     is `smooth_selu(., beta)`.
   """
-  config = model.config
-  if config.kind != 'vanilla':
-    raise ValueError('the fixed-point solver handles vanilla quines only')
-  n, d = config.num_weights, config.width
-  rows = tf.cast(model.coordinate_projection.rows(tf.range(n)), dtype)
-  act = quine_lib.activation_fn(config.activation)
-  out_act = quine_lib.activation_fn(config.output_activation)
-  shapes = [(d, d)] * config.num_hidden + [(d, 1)]
-  sizes = [a * b for a, b in shapes]
+  rows, act, out_act, kernels = _layer_setup(model, dtype)
 
   def forward(theta, beta=None):
-    kernels = [tf.reshape(p, s) for p, s in zip(tf.split(theta, sizes), shapes)]
+    ks = kernels(theta)
     h = rows
-    for w in kernels[:-1]:
+    for w in ks[:-1]:
       h = act(tf.matmul(h, w)) if beta is None else smooth_selu(tf.matmul(h, w), beta)
-    return out_act(tf.matmul(h, kernels[-1]))[:, 0]
+    return out_act(tf.matmul(h, ks[-1]))[:, 0]
 
   return forward
 
@@ -144,18 +153,7 @@ def make_linearization(model, dtype=tf.float64):
     derivative at its pre-activation (smooth: Python bool, whether to use `smooth_selu(., beta)`);
     `jvp(theta, inputs, slopes, v)` = J v; `vjp(theta, inputs, slopes, w)` = J^T w.
   """
-  config = model.config
-  if config.kind != 'vanilla':
-    raise ValueError('the fixed-point solver handles vanilla quines only')
-  n, d = config.num_weights, config.width
-  rows = tf.cast(model.coordinate_projection.rows(tf.range(n)), dtype)
-  act = quine_lib.activation_fn(config.activation)
-  out_act = quine_lib.activation_fn(config.output_activation)
-  shapes = [(d, d)] * config.num_hidden + [(d, 1)]
-  sizes = [a * b for a, b in shapes]
-
-  def kernels(theta):
-    return [tf.reshape(p, s) for p, s in zip(tf.split(theta, sizes), shapes)]
+  rows, act, out_act, kernels = _layer_setup(model, dtype)
 
   def value_and_slope(fn, z):
     with tf.GradientTape() as tape:
