@@ -14,9 +14,9 @@ from trainers import aux_lib
 from trainers import configs
 
 
-def _one_batch(coordinates, images, labels):
-  return iter(tf.data.Dataset.from_tensors((coordinates, images, labels)))
-
+def _one_block(coordinates, image_indices):
+  """One minibatch as the [1, B] blocks of coordinates and training-image indices."""
+  return (tf.constant([coordinates], tf.int32), tf.constant([image_indices], tf.int32))
 
 
 class AuxTrainerTest(tf.test.TestCase):
@@ -40,7 +40,7 @@ class AuxTrainerTest(tf.test.TestCase):
     trainer.targets.assign(tf.random.stateless_normal([trainer.num_weights], [1, 2]))
     kernels = numpy_kernels(trainer.model)
     before = [k.copy() for k in kernels]
-    parts = trainer.aux_block(_one_batch(coordinates, images, labels), tf.constant(1)).numpy()
+    parts = trainer.aux_block(*_one_block(coordinates, [0, 1, 2, 3])).numpy()
 
     inputs = np.concatenate([coordinate_rows(config.model, coordinates),
                              image_rows(config.model, images)], axis=1)
@@ -66,7 +66,7 @@ class AuxTrainerTest(tf.test.TestCase):
     # ... and a baseline step moves only what the task loss moves: the weight head gets no
     # gradient from the class loss at all.
     head = trainer.model.weight_head.kernel.numpy().copy()
-    trainer.aux_block(_one_batch(coordinates, images, labels), tf.constant(1))
+    trainer.aux_block(*_one_block([1, 2, 3], [0, 1, 2]))
     self.assertAllEqual(trainer.model.weight_head.kernel.numpy(), head)
 
   def test_a_few_epochs_raise_accuracy_on_a_separable_set(self):
@@ -88,17 +88,33 @@ class AuxTrainerTest(tf.test.TestCase):
     self.assertTrue(os.path.exists(os.path.join(workdir, 'plots', 'curves.png')))
 
   def test_epoch_visits_every_coordinate_once_with_training_images(self):
-    config = aux_train_config(batch_size=4)
+    config = aux_train_config(batch_size=4, steps_per_loop=3)
     data = fake_mnist(config.model)
     trainer = aux_lib.AuxTrainer(config, data)
-    seen, pixels = [], set(map(bytes, data.train_images))
-    for coordinates, images, labels in trainer.dataset(phase=1):
-      seen.extend(coordinates.numpy().tolist())
-      self.assertTrue(all(bytes(row) in pixels for row in images.numpy()))
-      self.assertEqual(labels.shape[0], coordinates.shape[0])
+    coordinate_blocks = trainer.epoch_batches(1)
+    image_blocks = trainer.blocks(trainer.image_draws(1))
+    self.assertEqual([b.shape for b in coordinate_blocks], [b.shape for b in image_blocks])
+    seen = np.concatenate([b.numpy().ravel() for b in coordinate_blocks])
     self.assertCountEqual(seen, range(trainer.num_weights))
-    again = np.concatenate([c.numpy() for c, _, _ in trainer.dataset(phase=1)])
-    self.assertAllEqual(again, seen)  # stateless: a resumed phase draws the same examples
+    picks = np.concatenate([b.numpy().ravel() for b in image_blocks])
+    self.assertBetween(picks.min(), 0, len(data.train_labels) - 1)
+    self.assertBetween(picks.max(), 0, len(data.train_labels) - 1)
+    self.assertGreater(len(set(picks)), len(data.train_labels) // 2)
+    # Stateless: a resumed phase draws the same examples; another phase draws others.
+    self.assertAllEqual(trainer.image_draws(1), picks)
+    self.assertNotAllEqual(trainer.image_draws(2), picks)
+
+  def test_compiled_epoch_equals_eager_steps(self):
+    compiled = aux_lib.AuxTrainer(aux_train_config(batch_size=4), fake_mnist(tiny_aux_config()))
+    eager = aux_lib.AuxTrainer(aux_train_config(batch_size=4), fake_mnist(tiny_aux_config()))
+    self.assertTrue(compiled.jit_compile)
+    compiled.run_epoch('optimize', 1)
+    eager.targets.assign(eager.model.flatten())
+    data = fake_mnist(tiny_aux_config())
+    for coordinates, picks in zip(eager.epoch_batches(1), eager.blocks(eager.image_draws(1))):
+      for row, pick in zip(coordinates.numpy(), picks.numpy()):
+        eager._aux_step(row, data.train_images[pick], data.train_labels[pick])
+    self.assertAllClose(compiled.model.flatten(), eager.model.flatten(), rtol=1e-5, atol=1e-6)
 
   def test_images_of_the_wrong_size_are_refused(self):
     config = aux_train_config()

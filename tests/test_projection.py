@@ -81,6 +81,17 @@ class ProjectionTest(tf.test.TestCase, parameterized.TestCase):
         _bits(table.rows(tf.range(40)).numpy()), _bits(table.matrix()))
     np.testing.assert_array_equal(_bits(hashed.matrix()), _bits(table.matrix()))
 
+  def test_compiled_hash_is_bit_identical_to_numpy(self):
+    hashed = projection.Projection(seed=9, num_rows=5000, num_columns=37, std=0.3,
+                                   max_table_entries=0)
+    hashed.compile_hash()
+    rows = np.array([0, 1, 2, 4095, 4999, 1234, 1234], np.int32)
+    np.testing.assert_array_equal(
+        _bits(hashed.rows(tf.constant(rows)).numpy()),
+        _bits(projection.numpy_projection(9, rows, 37, 0.3)))
+    inside = tf.function(lambda r: hashed.rows(r) * 1.0)  # called from a plain graph too
+    np.testing.assert_array_equal(_bits(inside(tf.range(5000)).numpy()), _bits(hashed.matrix()))
+
   def test_table_is_materialised_up_to_max_table_entries(self):
     self.assertTrue(projection.Projection(0, 10, 4, 0.1, max_table_entries=40).materialised)
     self.assertFalse(projection.Projection(0, 10, 4, 0.1, max_table_entries=39).materialised)

@@ -60,6 +60,14 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
     self.assertRegex(result.stderr, r'--optimizer=nope: value should be one of')
     self.assertFalse(os.path.exists(workdir))
 
+  def test_negative_thread_count_is_rejected_by_absl(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    result = _run_binary(f'--workdir={workdir}', '--preset=tiny', '--intra_op_threads=-1')
+    self.assertNotEqual(result.returncode, 0, result.stderr)
+    self.assertNotIn('Traceback', result.stderr)
+    self.assertRegex(result.stderr, r'--intra_op_threads must be >= 0')
+    self.assertFalse(os.path.exists(workdir))
+
   def test_unknown_preset_is_rejected(self):
     # Whether --preset is an enum (absl rejects it) or checked by the config, the user is told.
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
@@ -77,7 +85,8 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_tiny_run_writes_every_artifact_and_refuses_another_config(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
-    result = _run_binary(f'--workdir={workdir}', '--preset=tiny', '--num_epochs=1')
+    result = _run_binary(f'--workdir={workdir}', '--preset=tiny', '--num_epochs=1',
+                         '--intra_op_threads=1', '--nojit_compile')
     self.assertEqual(result.returncode, 0, result.stderr)
     self.assertIn('finished', result.stdout)
 
@@ -85,6 +94,7 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
       config = json.load(f)
     self.assertEqual(config['num_weights'], 36)  # 2 * 4 * 4 + 4
     self.assertEqual(config['num_epochs'], 1)
+    self.assertFalse(config['jit_compile'])
     self.assertEqual(config['model']['width'], 4)
 
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
@@ -99,7 +109,8 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIsNotNone(tf.train.latest_checkpoint(os.path.join(workdir, 'checkpoints')))
     self.assertNotEmpty(glob.glob(os.path.join(workdir, 'tensorboard', 'events.out.tfevents.*')))
 
-    refused = _run_binary(f'--workdir={workdir}', '--preset=tiny', '--num_epochs=1', '--width=3')
+    refused = _run_binary(f'--workdir={workdir}', '--preset=tiny', '--num_epochs=1',
+                          '--nojit_compile', '--width=3')
     self.assertNotEqual(refused.returncode, 0)
     self.assertNotIn('Traceback', refused.stderr)
     self.assertRegex(_lines(refused.stderr)[-1],
