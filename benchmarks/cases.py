@@ -22,6 +22,12 @@ import time
 
 import numpy as np
 
+# TrainConfig.eval_chunk_size's default (tests/test_benchmarks.py checks that they agree): the full
+# passes' layer shapes [chunk, d] x [d, d] are timed as matmuls beside them. GRAPH_EVAL_CHUNK is the
+# default before the library adopted the smaller chunks (the quine_zoo_graph rows).
+LIBRARY_EVAL_CHUNK = 1 << 13
+GRAPH_EVAL_CHUNK = 1 << 16
+
 
 def _full_pass_flops(num_weights, width, num_hidden=2):
   return num_weights * (num_hidden * 2 * width * width + 2 * width)
@@ -95,7 +101,9 @@ def make_torch_matmul(threads, shapes):
 # --------------------------------------------------------------------------- TensorFlow quines
 
 
-def _train_config(kind, width, batch_size, steps_per_loop=0, eval_chunk_size=None, model=None):
+def _train_config(kind, width, batch_size, steps_per_loop=0, eval_chunk_size=None,
+                  jit_compile=None, model=None):
+  """The paper preset at another width; None keeps the library's default of that field."""
   import dataclasses  # pylint: disable=g-import-not-at-top
   from trainers import configs  # pylint: disable=g-import-not-at-top
   base = (configs.AUX_PRESETS if kind == 'auxiliary' else configs.PRESETS)['paper']
@@ -103,11 +111,13 @@ def _train_config(kind, width, batch_size, steps_per_loop=0, eval_chunk_size=Non
   overrides = dict(model=model_config, batch_size=batch_size, steps_per_loop=steps_per_loop)
   if eval_chunk_size:
     overrides['eval_chunk_size'] = eval_chunk_size
+  if jit_compile is not None:
+    overrides['jit_compile'] = jit_compile
   return dataclasses.replace(base, **overrides).validate()
 
 
 class _TfQuine:
-  """A trainer of the real library (or a variant of it) and its epoch / steps / full pass.
+  """A trainer of the library (or of a variant of it) and its epoch / steps / full pass.
 
   With `peak_shape`, every full pass is paired with a float32 tf.matmul of that shape timed just
   before and just after it in the same process: the pass's fraction of the matmul peak is then
@@ -132,7 +142,7 @@ class _TfQuine:
     self._epoch_steps = -(-config.model.num_weights // config.batch_size)
     if 'steps' in actions.values():
       trainer.targets.assign(trainer.model.flatten())
-      self._block = trainer._epoch_batches(1)[0]  # pylint: disable=protected-access
+      self._block = trainer.epoch_batches(1)[0]
       self._steps = int(self._block.shape[0])
 
   def run(self, case):
@@ -155,7 +165,9 @@ class _TfQuine:
     config = self.trainer.config
     n, d, b = config.model.num_weights, config.model.width, config.batch_size
     out = {'num_weights': n, 'width': d, 'batch_size': b,
-           'projection_table': self.trainer.model.coordinate_projection.materialised}
+           'projection_table': self.trainer.model.coordinate_projection.materialised,
+           # What the trainer resolved (config.jit_compile, and a single replica).
+           'jit_compile': bool(getattr(self.trainer, 'jit_compile', False))}
     action = self._actions[case]
     if action == 'full_pass':
       out.update(flops=_full_pass_flops(n, d), units=n, unit='predictions/s',
@@ -172,16 +184,16 @@ class _TfQuine:
 
 
 def make_tf_vanilla(threads, variant, width, batch_size, actions, steps=0, eval_chunk_size=None,
-                    peak_shape=None):
-  """A vanilla quine trainer: 'quine_zoo' (trainers.train_lib.QuineTrainer) or a variant."""
+                    jit_compile=None, peak_shape=None):
+  """A vanilla quine trainer: 'quine_zoo' (trainers.train_lib.QuineTrainer) or 'fused_loop'.
+
+  `eval_chunk_size` and `jit_compile` override the library's defaults (None keeps them).
+  """
   _configure_tensorflow(threads)
   from benchmarks import variants  # pylint: disable=g-import-not-at-top
   from trainers import train_lib  # pylint: disable=g-import-not-at-top
-  cls = {'quine_zoo': train_lib.QuineTrainer, 'jit_block': variants.JitBlockTrainer,
-         'fused_loop': variants.FusedLoopTrainer,
-         'jit_predict': variants.JitPredictTrainer, 'jit_hash': variants.JitHashTrainer,
-         'fast_pass': variants.FastPassTrainer}[variant]
-  config = _train_config('vanilla', width, batch_size, steps, eval_chunk_size)
+  cls = {'quine_zoo': train_lib.QuineTrainer, 'fused_loop': variants.FusedLoopTrainer}[variant]
+  config = _train_config('vanilla', width, batch_size, steps, eval_chunk_size, jit_compile)
   return _TfQuine(cls(config), actions, steps, peak_shape)
 
 
@@ -192,14 +204,14 @@ def _load_data(data_path):
                                            'test_labels')))
 
 
-def make_tf_aux(threads, variant, width, data_path, actions, model=None):
-  """An auxiliary quine trainer: 'quine_zoo' (trainers.aux_lib.AuxTrainer) or a variant."""
+def make_tf_aux(threads, width, data_path, actions, eval_chunk_size=None, jit_compile=None,
+                model=None):
+  """An auxiliary quine trainer (trainers.aux_lib.AuxTrainer), defaults overridden as above."""
   _configure_tensorflow(threads)
-  from benchmarks import variants  # pylint: disable=g-import-not-at-top
   from trainers import aux_lib  # pylint: disable=g-import-not-at-top
-  cls = {'quine_zoo': aux_lib.AuxTrainer, 'jit_aux': variants.JitAuxTrainer}[variant]
-  config = _train_config('auxiliary', width, 10, model=model)
-  return _TfQuine(cls(config, _load_data(data_path)), actions, 0)
+  config = _train_config('auxiliary', width, 10, eval_chunk_size=eval_chunk_size,
+                         jit_compile=jit_compile, model=model)
+  return _TfQuine(aux_lib.AuxTrainer(config, _load_data(data_path)), actions, 0)
 
 
 # --------------------------------------------------------------------------- PyTorch baseline

@@ -15,18 +15,25 @@ harness.py):
   matmul         float32 tf.matmul GFLOP/s: 2048^3 (the peak) and the full passes' layer shapes
                  [chunk, d] x [d, d]; torch.matmul beside it for reference.
   paper_vanilla  the paper's vanilla quine (N = 20,100): one Adamax epoch of minibatches of 10, and
-                 the full replication pass; PyTorch eager (baseline), quine_zoo, variants.
+                 the full replication pass; PyTorch eager (baseline), quine_zoo, quine_zoo_graph,
+                 variant_fused_loop.
   paper_aux      the paper's auxiliary quine (N = 21,100) on MNIST: one epoch with its data
                  pipeline.
   scale_w{d}     vanilla quines of width d = 100 ... 1000 (N = 20,100 ... 2,001,000): the full pass,
                  and an epoch of minibatches of 1,000 timed over a fixed block of 20 steps and
-                 extrapolated; then the fitted exponents of time and memory in N.
+                 extrapolated, for quine_zoo and quine_zoo_graph (quine_zoo_chunk65536 at d = 316
+                 and 500); then the fitted exponents of time and memory in N.
 Groups with full passes also time tf.matmul at 2048^3 and at their layers' shapes, interleaved.
 
 Implementations: torch_eager (the baseline, benchmarks/torch_baseline.py), quine_zoo (the
-library's own code path: QuineTrainer.run_epoch / replication, AuxTrainer.run_epoch), quine_zoo_*
-(the same with another thread count or eval_chunk_size) and variant_* (benchmarks/variants.py:
-candidate changes of the library). `_1thread` rows run with one intra- and inter-op thread.
+library's own code path with its defaults: QuineTrainer.run_epoch / replication,
+AuxTrainer.run_epoch; XLA-compiled blocks of steps and projection hash, eval_chunk_size 8192),
+quine_zoo_graph (the same library with jit_compile=False and eval_chunk_size=65536: the library's
+behaviour before it adopted those, so that each run shows their gain; the aux epoch keeps its
+in-graph index blocks, without XLA, as tf.data is gone), quine_zoo_chunk65536 (the
+defaults but eval_chunk_size=65536: the chunk size's share of that gain) and variant_fused_loop
+(benchmarks/variants.py: a candidate change not adopted). `_1thread` rows run with one intra- and
+inter-op thread.
 
 Every result row has: case, impl, seconds (median wall time over the repeats), cpu_seconds,
 ratio_to_baseline (torch_eager's seconds over this row's: the speed-up, > 1 is faster),
@@ -54,6 +61,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import numpy as np
 
+from benchmarks import cases
 from benchmarks import harness
 
 _QUICK = flags.DEFINE_bool('quick', False, 'Tiny sizes and 2 repeats: checks that it all runs.')
@@ -68,14 +76,23 @@ _DATA_DIR = flags.DEFINE_string(
 
 BASELINE = 'torch_eager'
 SCALE_WIDTHS = (100, 200, 316, 500, 1000)
+LIBRARY_EVAL_CHUNK = cases.LIBRARY_EVAL_CHUNK
+GRAPH_EVAL_CHUNK = cases.GRAPH_EVAL_CHUNK
+# The library as it was before it adopted XLA and the smaller chunks.
+GRAPH = dict(jit_compile=False, eval_chunk_size=GRAPH_EVAL_CHUNK)
 
 
 def _num_weights(width, num_hidden=2):
   return num_hidden * width * width + width
 
 
-def _eval_chunk(width, chunk=1 << 16):
+def _eval_chunk(width, chunk=LIBRARY_EVAL_CHUNK):
   return min(chunk, _num_weights(width))
+
+
+def _layer_shapes(width):
+  """The full passes' layer shapes [chunk, d] x [d, d], for both chunk sizes timed."""
+  return [(_eval_chunk(width, c), width, width) for c in (LIBRARY_EVAL_CHUNK, GRAPH_EVAL_CHUNK)]
 
 
 class Sizes:
@@ -87,28 +104,20 @@ class Sizes:
       self.paper_width, self.aux_width, self.aux_model = 6, 8, {'coordinate_units': 4}
       self.scale_widths, self.scale_batch, self.scale_steps = (8, 16), 20, 2
       self.peak_shape = (128, 128, 128)
-      self.variant_widths = (8,)
+      self.chunk_widths = (8,)
       self.repeats = dict(epoch=2, full_pass=2, aux=2, matmul=2, scale_pass=lambda d: 2,
                           scale_steps=2)
     else:
       self.paper_width, self.aux_width, self.aux_model = 100, 100, None
       self.scale_widths, self.scale_batch, self.scale_steps = SCALE_WIDTHS, 1000, 20
       self.peak_shape = (2048, 2048, 2048)
-      self.variant_widths = (316, 500)
+      self.chunk_widths = (316, 500)
       self.repeats = dict(epoch=9, full_pass=15, aux=5, matmul=5,
                           scale_pass=lambda d: 7 if d <= 200 else 5 if d <= 316 else 3,
                           scale_steps=3)
 
-    chunk = 4 if quick else 8192
-    # Full-pass variants of the scale groups: (impl, trainer variant, eval_chunk_size).
-    self.pass_variants = (('variant_jit_hash', 'jit_hash', None),
-                          (f'quine_zoo_chunk{chunk}', 'quine_zoo', chunk),
-                          (f'variant_jit_hash_chunk{chunk}', 'jit_hash', chunk),
-                          (f'variant_fast_pass_chunk{chunk}', 'fast_pass', chunk))
-    # The full pass that benchmarks/README.md proposes for the library, measured at every width
-    # (the others only at variant_widths).
-    self.best_pass_variant = f'variant_fast_pass_chunk{chunk}'
-    self.best_pass_chunk = chunk
+    # quine_zoo_chunk65536 (the library with the previous eval_chunk_size, XLA on) is timed only
+    # at these widths: at d = 1000 its passes would add a minute and a half to the run.
     # From this width on a full pass takes tens of seconds: no warm-up (tracing is a negligible
     # part of it; the first timed pass may be slower, the median of 3 discards it).
     self.no_warmup_width = 1000 if not quick else 10**9
@@ -126,13 +135,11 @@ def _bench(impl, factory, cases, baseline=False, warmup=None, **kwargs):
 def _reference_matmul(sizes, threads, width, repeats):
   """tf.matmul at the peak shape and at the full passes' layer shapes, timed within the group.
 
-  The layer shapes are [chunk, d] x [d, d] for the default eval_chunk_size and the proposed one.
+  The layer shapes are [chunk, d] x [d, d] for the library's eval_chunk_size and the previous one.
   Measured interleaved with the full passes they describe, so that load from other work on the
   machine affects both alike.
   """
-  shapes = list(dict.fromkeys([
-      sizes.peak_shape, (_eval_chunk(width), width, width),
-      (_eval_chunk(width, sizes.best_pass_chunk), width, width)]))
+  shapes = list(dict.fromkeys([sizes.peak_shape] + _layer_shapes(width)))
   cases = {'matmul_{}x{}x{}'.format(*s): repeats for s in shapes}
   return threads, _bench('tensorflow', 'make_tf_matmul', cases, shapes=shapes)
 
@@ -141,8 +148,8 @@ def benches(sizes, threads, data_path):
   """[(group, [(threads, BenchSpec)])] in running order."""
   r = sizes.repeats
   groups = []
-  shapes = [sizes.peak_shape] + [(_eval_chunk(d), d, d) for d in
-                                 (sizes.paper_width,) + tuple(sizes.scale_widths)]
+  shapes = [sizes.peak_shape] + [s for d in (sizes.paper_width,) + tuple(sizes.scale_widths)
+                                 for s in _layer_shapes(d)]
   shapes = list(dict.fromkeys(shapes))
   matmul_cases = {'matmul_{}x{}x{}'.format(*s): r['matmul'] for s in shapes}
   groups.append(('matmul', [
@@ -152,25 +159,19 @@ def benches(sizes, threads, data_path):
   actions = {'vanilla_epoch': 'epoch', 'vanilla_full_pass': 'full_pass'}
   both = {'vanilla_epoch': r['epoch'], 'vanilla_full_pass': r['full_pass']}
   epoch_only = {'vanilla_epoch': r['epoch']}
-  pass_only = {'vanilla_full_pass': r['full_pass']}
   paper = dict(width=sizes.paper_width, batch_size=10, actions=actions)
   tf_paper = dict(paper, peak_shape=sizes.peak_shape)
   vanilla = []
   for suffix, t in (('', threads), ('_1thread', 1)):
     vanilla.append((t, _bench(BASELINE + suffix, 'make_torch_vanilla', both, not suffix,
                               **paper)))
-  for suffix, t in (('', threads), ('_1thread', 1)):
-    vanilla.append((t, _bench('quine_zoo' + suffix, 'make_tf_vanilla', both,
-                              variant='quine_zoo', **tf_paper)))
-  for variant in ('jit_block', 'fused_loop'):
+  for impl, overrides in (('quine_zoo', {}), ('quine_zoo_graph', GRAPH)):
     for suffix, t in (('', threads), ('_1thread', 1)):
-      vanilla.append((t, _bench(f'variant_{variant}{suffix}', 'make_tf_vanilla', epoch_only,
-                                variant=variant, **paper)))
-  vanilla.append((threads, _bench('variant_jit_predict', 'make_tf_vanilla', pass_only,
-                                  variant='jit_predict', **tf_paper)))
-  vanilla.append((threads, _bench(sizes.best_pass_variant, 'make_tf_vanilla', pass_only,
-                                  variant='fast_pass', eval_chunk_size=sizes.best_pass_chunk,
-                                  **tf_paper)))
+      vanilla.append((t, _bench(impl + suffix, 'make_tf_vanilla', both, variant='quine_zoo',
+                                **overrides, **tf_paper)))
+  for suffix, t in (('', threads), ('_1thread', 1)):
+    vanilla.append((t, _bench('variant_fused_loop' + suffix, 'make_tf_vanilla', epoch_only,
+                              variant='fused_loop', **paper)))
   vanilla.append(_reference_matmul(sizes, threads, sizes.paper_width, r['full_pass']))
   groups.append(('paper_vanilla', vanilla))
 
@@ -181,9 +182,9 @@ def benches(sizes, threads, data_path):
   for suffix, t in (('', threads), ('_1thread', 1)):
     aux.append((t, _bench(BASELINE + suffix, 'make_torch_aux', aux_cases, not suffix,
                           **aux_kwargs)))
-  for impl, variant in (('quine_zoo', 'quine_zoo'), ('variant_jit_aux', 'jit_aux')):
+  for impl, overrides in (('quine_zoo', {}), ('quine_zoo_graph', GRAPH)):
     for suffix, t in (('', threads), ('_1thread', 1)):
-      aux.append((t, _bench(impl + suffix, 'make_tf_aux', aux_cases, variant=variant,
+      aux.append((t, _bench(impl + suffix, 'make_tf_aux', aux_cases, **overrides,
                             **aux_kwargs)))
   groups.append(('paper_aux', aux))
 
@@ -194,13 +195,14 @@ def benches(sizes, threads, data_path):
     warmup = {pass_case: 0} if d >= sizes.no_warmup_width else {}
     kwargs = dict(width=d, batch_size=sizes.scale_batch, actions=actions, steps=sizes.scale_steps,
                   warmup=warmup, peak_shape=sizes.peak_shape)
-    specs = [(threads, _bench('quine_zoo', 'make_tf_vanilla',
-                              {**pass_cases, train_case: r['scale_steps']}, variant='quine_zoo',
-                              **kwargs))]
-    for impl, variant, chunk in sizes.pass_variants:
-      if d in sizes.variant_widths or impl == sizes.best_pass_variant:
-        specs.append((threads, _bench(impl, 'make_tf_vanilla', pass_cases, variant=variant,
-                                      eval_chunk_size=chunk, **kwargs)))
+    scale_cases = {**pass_cases, train_case: r['scale_steps']}
+    specs = [(threads, _bench(impl, 'make_tf_vanilla', scale_cases, variant='quine_zoo',
+                              **overrides, **kwargs))
+             for impl, overrides in (('quine_zoo', {}), ('quine_zoo_graph', GRAPH))]
+    if d in sizes.chunk_widths:
+      specs.append((threads, _bench(f'quine_zoo_chunk{GRAPH_EVAL_CHUNK}', 'make_tf_vanilla',
+                                    pass_cases, variant='quine_zoo',
+                                    eval_chunk_size=GRAPH_EVAL_CHUNK, **kwargs)))
     specs.append(_reference_matmul(sizes, threads, d, max(pass_cases[pass_case],
                                                           r['scale_steps'])))
     groups.append((f'scale_w{d}', specs))
@@ -402,7 +404,6 @@ def environment(threads, data):
 
 def _prepare_data(path, quick, data_dir):
   """Writes the aux group's arrays to `path`; returns what they are."""
-  from benchmarks import cases  # pylint: disable=g-import-not-at-top
   if not quick:
     try:
       harness.run_in_process(cases.save_mnist, path, data_dir)
@@ -455,7 +456,7 @@ def main(argv):
       print(f'  done in {time.perf_counter() - t0:.0f} s, load average {load_after:.1f}',
             flush=True)
   rows = _finish_rows(_by_case(rows), sizes.peak_case)
-  fit = scaling(rows, ('quine_zoo', sizes.best_pass_variant))
+  fit = scaling(rows, ('quine_zoo', 'quine_zoo_graph'))
   print()
   print(table(rows))
   if fit:
