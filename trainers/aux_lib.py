@@ -56,13 +56,11 @@ class AuxTrainer(train_lib.QuineTrainer):
       cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
       per_example = (self.config.replication_weight * errors
                      + self.config.task_weight * cross_entropy)
-      # Global-batch scaling: the replicas' gradients are summed (see QuineTrainer._train_step).
-      loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_size)
+      loss = train_lib.global_mean(per_example, global_size)
     variables = self.model.quine_variables
     self.optimizer.apply(tape.gradient(loss, variables), variables)
-    return tf.stack([loss,
-                     tf.nn.compute_average_loss(errors, global_batch_size=global_size),
-                     tf.nn.compute_average_loss(cross_entropy, global_batch_size=global_size)])
+    return tf.stack([loss, train_lib.global_mean(errors, global_size),
+                     train_lib.global_mean(cross_entropy, global_size)])
 
   def _aux_block(self, coordinate_rows, image_rows):
     """One step per row of coordinates [S, B] and image indices [S, B]; mean (loss, l_sr, l_task)."""

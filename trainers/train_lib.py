@@ -79,6 +79,16 @@ def replica_share(global_batch):
   return global_batch[size * i // r:size * (i + 1) // r]
 
 
+def global_mean(per_example, global_batch_size):
+  """This replica's per-example values summed and divided by the global batch size.
+
+  The optimizer sums the replicas' gradients, so a loss scaled this way gives the single-device
+  step on the mean loss whatever the number of replicas. (`tf.nn.compute_average_loss` computes
+  the same, with a runtime assertion that XLA drops with a warning every epoch.)
+  """
+  return tf.reduce_sum(per_example) / tf.cast(global_batch_size, per_example.dtype)
+
+
 def is_chief(strategy):
   """Whether this process writes checkpoints, metrics and summaries (TF's chief convention)."""
   resolver = getattr(strategy, 'cluster_resolver', None)
@@ -145,9 +155,7 @@ class QuineTrainer:
     with tf.GradientTape() as tape:
       errors = tf.math.squared_difference(self.model.predict_weights(coordinates),
                                           tf.gather(self.targets, coordinates))
-      # Scaled by the global batch size: the optimizer sums the replicas' gradients, so the step
-      # equals the single-device step on the mean loss whatever the number of replicas.
-      loss = tf.nn.compute_average_loss(errors, global_batch_size=tf.shape(global_batch)[0])
+      loss = global_mean(errors, tf.shape(global_batch)[0])
     variables = self.model.quine_variables
     self.optimizer.apply(tape.gradient(loss, variables), variables)
     return loss
