@@ -38,6 +38,9 @@ ACTIVATION = flags.DEFINE_enum('activation', None, ACTIVATIONS, 'Hidden activati
 INIT = flags.DEFINE_enum('init', None, INITS, 'Weight initialisation.')
 SOLVER_STEPS = flags.DEFINE_integer('solver_steps', None,
                                     'Levenberg-Marquardt iterations of --method=fixed_point.')
+LINEAGE_GENERATIONS = flags.DEFINE_integer(
+    'lineage_generations', None, '--method=fixed_point: after the quine stage, make this many '
+    'generations (the quine, its child, ...) agree (1 = the quine alone).')
 STEPS_PER_LOOP = flags.DEFINE_integer('steps_per_loop', None,
                                       'Steps compiled into one call (0 = a whole epoch).')
 JIT_COMPILE = flags.DEFINE_bool(
@@ -87,7 +90,8 @@ def config_from_flags(presets, default_preset, **extra_overrides):
       'batch_size': BATCH_SIZE.value, 'generations': GENERATIONS.value,
       'opt_epochs_per_generation': OPT_EPOCHS.value, 'noise_stddev': NOISE_STDDEV.value,
       'seed': SEED.value, 'steps_per_loop': STEPS_PER_LOOP.value,
-      'solver_steps': SOLVER_STEPS.value, 'jit_compile': JIT_COMPILE.value, **extra_overrides}
+      'solver_steps': SOLVER_STEPS.value, 'jit_compile': JIT_COMPILE.value,
+      'lineage_generations': LINEAGE_GENERATIONS.value, **extra_overrides}
   config = dataclasses.replace(
       config, model=model, **{k: v for k, v in overrides.items() if v is not None})
   return config.validate()

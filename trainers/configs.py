@@ -51,6 +51,10 @@ class TrainConfig:
     replication_weight: weight of the replication loss; 0 gives the classifier-only baseline on
       the same network and data schedule (auxiliary quines).
     solver_steps: Levenberg-Marquardt iterations of 'fixed_point' (one phase each).
+    lineage_generations: K of 'fixed_point': with K > 1, once the quine stage has run (at most
+      `fixed_point.SolverConfig.quine_steps` iterations), the solver minimises the differences
+      between the first K + 1 generations, so that the quine's child and grandchild (K = 3) are
+      quines too (trainers/fixed_point.py).
   """
   model: ModelConfig = ModelConfig()
   method: str = 'optimize'
@@ -70,6 +74,7 @@ class TrainConfig:
   task_weight: float = 0.01
   replication_weight: float = 1.0
   solver_steps: int = 80
+  lineage_generations: int = 1
 
   @property
   def resolved_learning_rate(self):
@@ -103,6 +108,8 @@ class TrainConfig:
       raise ValueError(f'--max_weight_rms={self.max_weight_rms} must be positive')
     if self.solver_steps < 0:
       raise ValueError(f'--solver_steps={self.solver_steps} must be >= 0')
+    if self.lineage_generations < 1:
+      raise ValueError(f'--lineage_generations={self.lineage_generations} must be >= 1')
     if self.model.kind == 'auxiliary':
       if self.method in ('hill_climb', 'fixed_point'):
         raise ValueError(f'--method={self.method} is not supported for auxiliary quines')

@@ -64,6 +64,14 @@ class SolverConfig:
       rho > deflate_above_rho (the start), and p = 1 (rho) afterwards. Default 1 (off): at width
       100, seed 1, p = 2 let rho climb from 1.1 to 1.4 while the weights grew.
     deflate_above_rho: see deflation_power.
+    generations: K, how many generations the residual spans. 1 is the quine condition alone. With
+      K > 1 the solver minimises sum_g ||theta_{g+1} - theta_g||^2 / ||theta||^2 over the lineage
+      theta_0 = theta, theta_{g+1} = f_{theta_g}(C), g < K: a near-quine whose first K - 1
+      descendants are near-quines too. An approximate fixed point of regeneration is unstable
+      (each generation multiplies its error ~25x at width 100), so K = 1 solutions have children
+      that are not quines; K = 3 asks for the child and the grandchild as well.
+    quine_steps: with generations > 1, most LM steps of the real-activation quine stage before
+      the lineage stage starts.
   """
   dtype: str = 'float32'
   smoothing_schedule: tuple = (0.03, 0.01, 0.003, 0.0)
@@ -77,6 +85,8 @@ class SolverConfig:
   cg_tolerance: float = 1e-6
   deflation_power: float = 1.0
   deflate_above_rho: float = 0.5
+  generations: int = 1
+  quine_steps: int = 60
 
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
@@ -220,6 +230,12 @@ class FixedPointSolver(tf.Module):
     if model.config.activation != 'selu' and schedule != (0.0,):
       raise ValueError('smoothing_schedule needs a SELU quine; pass smoothing_schedule=()')
     self.schedule = schedule
+    # (kink width, generations) of each stage: the continuation solves the quine condition alone;
+    # a lineage (generations > 1) is a last stage that starts from its solution (from the initial
+    # weights the lineage objective stalls at rho ~4e-3, width 10).
+    self.stages = [(beta, 1) for beta in schedule]
+    if config.generations > 1:
+      self.stages.append((0.0, config.generations))
     self._dtype = tf.as_dtype(config.dtype)
     self.damping = tf.Variable(config.initial_damping, dtype=tf.float64, trainable=False,
                                name='damping')
@@ -242,44 +258,90 @@ class FixedPointSolver(tf.Module):
     y = self._forward(th, tf.constant(beta, self._dtype)) if beta > 0 else self._forward(th)
     return y.numpy().astype(np.float64)
 
-  def _bind(self, theta, beta):
-    """(f_theta(C), v -> J v, w -> J^T w) at theta, as float64 NumPy values and functions."""
+  def _bind(self, theta, beta, generations):
+    """The lineage at theta and its linearisation, as float64 NumPy values and functions.
+
+    Returns:
+      (thetas, jvp, vjp): thetas = [theta_0 = theta, theta_1, ..., theta_K] (theta_{g+1} =
+      f_{theta_g}(C), K = generations); jvp(v) = [d theta_1, ..., d theta_K] along
+      d theta_0 = v; vjp(cs) = sum_g (d theta_g / d theta)^T cs[g] for cs = [c_0, ..., c_K].
+    """
     dt = self._dtype
-    th = tf.constant(theta, dt)
-    y, inputs, slopes = self._linearize(th, tf.constant(beta, dt), beta > 0)
-    return (y.numpy().astype(np.float64),
-            lambda v: self._jvp(th, inputs, slopes, tf.constant(v, dt)).numpy().astype(np.float64),
-            lambda w: self._vjp(th, inputs, slopes, tf.constant(w, dt)).numpy().astype(np.float64))
+    thetas, links = [theta], []
+    for _ in range(generations):
+      th = tf.constant(thetas[-1], dt)
+      y, inputs, slopes = self._linearize(th, tf.constant(beta, dt), beta > 0)
+      links.append((th, inputs, slopes))
+      thetas.append(y.numpy().astype(np.float64))
+
+    def jvp(v):
+      out = []
+      for th, inputs, slopes in links:  # d theta_{g+1} = J_g d theta_g
+        v = self._jvp(th, inputs, slopes, tf.constant(v, dt)).numpy().astype(np.float64)
+        out.append(v)
+      return out
+
+    def vjp(cs):
+      a = cs[-1]
+      for g in reversed(range(len(links))):
+        th, inputs, slopes = links[g]
+        a = self._vjp(th, inputs, slopes, tf.constant(a, dt)).numpy().astype(np.float64) + cs[g]
+      return a
+
+    return thetas, jvp, vjp
+
+  def lineage(self, theta, beta=0.0, generations=1):
+    """[theta_0, ..., theta_K] by K = `generations` regenerations (float64 NumPy vectors)."""
+    thetas = [theta]
+    for _ in range(generations):
+      thetas.append(self._f(thetas[-1], beta))
+    return thetas
 
   @staticmethod
   def _rho(theta, y):
     return float(np.sum((y - theta) ** 2) / max(np.sum(theta ** 2), 1e-300))
 
-  def _lm_step(self, theta, beta):
-    """One Levenberg-Marquardt step on F / ||theta||^p; returns (theta, diagnostics)."""
+  @staticmethod
+  def _lineage_rho(thetas):
+    """sum_g ||theta_{g+1} - theta_g||^2 / ||theta_0||^2 (rho itself for one generation)."""
+    return float(sum(np.sum((b - a) ** 2) for a, b in zip(thetas[:-1], thetas[1:]))
+                 / max(np.sum(thetas[0] ** 2), 1e-300))
+
+  def _lm_step(self, theta, beta, generations):
+    """One Levenberg-Marquardt step on F / ||theta||^p; returns (theta, diagnostics).
+
+    F stacks the K generations' differences theta_{g+1} - theta_g (K = 1: f_theta(C) - theta).
+    """
     cfg = self.config
-    y, jvp, vjp = self._bind(theta, beta)
+    thetas, jvp, vjp = self._bind(theta, beta, generations)
     norm = np.linalg.norm(theta)
-    r = (y - theta) / norm
+    r = np.concatenate([b - a for a, b in zip(thetas[:-1], thetas[1:])]) / norm
     rho = float(r @ r)
+    k = len(thetas) - 1
+    n = theta.shape[0]
 
     # Relative units x = delta / ||theta|| and u = theta / ||theta||. Up to the constant factor
-    # ||theta||^(1-p), the Jacobian of F / ||theta||^p is then x -> J x - x - p r (u . x).
+    # ||theta||^(1-p), the Jacobian of F / ||theta||^p is then x -> dF x - p r (u . x), where
+    # block g of dF x is d theta_{g+1} - d theta_g along d theta_0 = x.
     u = theta / norm
     power = cfg.deflation_power if rho > cfg.deflate_above_rho else 1.0
 
     def jr(v):
-      return jvp(v) - v - power * r * (u @ v)
+      ds = [v] + jvp(v)
+      return np.concatenate([b - a for a, b in zip(ds[:-1], ds[1:])]) - power * r * (u @ v)
 
     def jrt(w):
-      return vjp(w) - w - power * u * (r @ w)
+      ws = np.split(w, k)
+      # sum_g w_g . (d theta_{g+1} - d theta_g) = sum_g c_g . d theta_g.
+      cs = [-ws[0]] + [ws[g - 1] - ws[g] for g in range(1, k)] + [ws[k - 1]]
+      return vjp(cs) - power * u * (r @ w)
 
     def objective(candidate):  # ||F||^2 / ||theta||^(2p), in units where it is rho at theta
       scale = (norm / np.linalg.norm(candidate)) ** (2 * (power - 1))
-      return self._rho(candidate, self._f(candidate, beta)) * scale, scale
+      return self._lineage_rho(self.lineage(candidate, beta, k)) * scale, scale
 
     lam = float(self.damping.numpy())
-    x = np.zeros_like(theta)
+    x = np.zeros(n)
     res = -jrt(r)
     p = res.copy()
     rs = res @ res
@@ -318,25 +380,31 @@ class FixedPointSolver(tf.Module):
     """One LM iteration of the current stage; updates the model's weights in place.
 
     Returns:
-      A dict of Python scalars: rho (of the real network, after the step), stage (index into the
-      schedule), beta (its kink width), stage_rho (rho under beta), damping, cg_iterations,
-      accepted, weight_rms.
+      A dict of Python scalars: rho (of the real network, after the step), stage (index into
+      `stages`), beta (its kink width), generations (the lineage it spans), stage_rho (the minimised objective under beta: rho, or
+      the lineage's sum for generations > 1), damping, cg_iterations, accepted, weight_rms.
     """
     cfg = self.config
     stage = int(self.stage.numpy())
-    beta = self.schedule[stage]
-    theta, diag = self._lm_step(self._theta(), beta)
+    beta, generations = self.stages[stage]
+    theta, diag = self._lm_step(self._theta(), beta, generations)
     self.stage_step.assign_add(1)
-    last = stage == len(self.schedule) - 1
+    last = stage == len(self.stages) - 1
     limit = cfg.search_steps if stage == 0 else cfg.stage_steps
+    if stage == len(self.schedule) - 1:  # not last: a lineage stage follows
+      limit = cfg.quine_steps
     if not last and (diag['stage_rho'] <= cfg.advance_rho or diag['damping'] >= cfg.max_damping
                      or int(self.stage_step.numpy()) >= limit):
       self.stage.assign(stage + 1)
       self.stage_step.assign(0)
       self.damping.assign(cfg.initial_damping)
     self.model.assign_flat(theta.astype(np.float32))
-    diag['rho'] = diag['stage_rho'] if beta == 0 else self._rho(theta, self._f(theta, 0.0))
-    diag.update(stage=stage, beta=beta, weight_rms=float(np.sqrt(np.mean(theta ** 2))))
+    if beta == 0 and generations == 1:
+      diag['rho'] = diag['stage_rho']
+    else:
+      diag['rho'] = self._rho(theta, self._f(theta, 0.0))
+    diag.update(stage=stage, beta=beta, generations=generations,
+                weight_rms=float(np.sqrt(np.mean(theta ** 2))))
     return diag
 
   def state_dict(self):
@@ -378,7 +446,7 @@ def solve(model, max_steps=100, target_rho=0.0, config=SolverConfig(), log_every
                      for k, v in diag.items()), flush=True)
     if diag['rho'] <= target_rho:
       break
-    if diag['stage'] == len(solver.schedule) - 1 and diag['damping'] >= config.max_damping:
+    if diag['stage'] == len(solver.stages) - 1 and diag['damping'] >= config.max_damping:
       break
     if time_limit_s is not None and diag['seconds'] > time_limit_s:
       break

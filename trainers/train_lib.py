@@ -126,7 +126,8 @@ class QuineTrainer:
     if config.method == 'fixed_point':
       # Levenberg-Marquardt on the whole of theta: it runs on one device, in cross-replica
       # context; its damping and continuation stage are checkpointed with the weights.
-      self.solver = fixed_point.FixedPointSolver(self.model)
+      self.solver = fixed_point.FixedPointSolver(
+          self.model, fixed_point.SolverConfig(generations=config.lineage_generations))
       self.checkpoint.solver = self.solver
     # XLA compiles a whole block of steps into one executable (no per-op dispatch inside the
     # loop): 3-4x faster epochs at the paper's size. It cannot compile `strategy.run` over
@@ -294,7 +295,8 @@ class QuineTrainer:
     if kind == 'fixed_point':
       diagnostics = self.solver.step()
       return {f'solver_{k}': float(v) for k, v in diagnostics.items()
-              if k in ('stage', 'beta', 'stage_rho', 'damping', 'cg_iterations', 'accepted')}
+              if k in ('stage', 'beta', 'generations', 'stage_rho', 'damping', 'cg_iterations',
+                       'accepted')}
     return self.run_epoch(kind, phase)
 
 
