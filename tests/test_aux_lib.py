@@ -116,6 +116,42 @@ class AuxTrainerTest(tf.test.TestCase):
         eager._aux_step(row, data.train_images[pick], data.train_labels[pick])
     self.assertAllClose(compiled.model.flatten(), eager.model.flatten(), rtol=1e-5, atol=1e-6)
 
+  def test_replicate_learns_to_copy_and_classify_without_shrinking(self):
+    model = tiny_aux_config(width=16, coordinate_units=4, image_size=8, num_classes=3)
+    config = dataclasses.replace(
+        configs.AUX_PRESETS['replicate'], model=model, num_steps=2000, image_batch_size=32,
+        coordinate_batch_size=64, steps_per_loop=500, plot_every=0)
+    data = fake_mnist(model, num_train=300, num_test=150, separable=True)
+    workdir = self.create_tempdir().full_path
+    final = aux_lib.run(config, workdir, data)
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      records = [json.loads(line) for line in f]
+    self.assertEqual([r['kind'] for r in records], ['init'] + ['replicate'] * 4)
+    self.assertEqual(final['step'], 2000)
+    self.assertGreater(records[0]['rho'], 0.9)
+    self.assertLess(final['rho'], 0.2)  # copies: measured over every coordinate
+    self.assertGreater(final['weight_rms'], records[0]['weight_rms'])  # ... without shrinking
+    self.assertGreater(final['test_accuracy'], 0.9)
+    self.assertIn('train_rho', final)
+
+  def test_replicate_samples_coordinates_without_replacement(self):
+    config = aux_train_config(method='replicate', optimizer='adam', coordinate_batch_size=20,
+                              image_batch_size=7)
+    trainer = aux_lib.AuxTrainer(config, fake_mnist(config.model))
+    coordinates, picks = trainer.replicate_draws(tf.constant(3, tf.int64))
+    self.assertLen(set(coordinates.numpy()), 20)
+    self.assertBetween(int(tf.reduce_max(coordinates)), 0, trainer.num_weights - 1)
+    self.assertEqual(picks.shape, [7])
+    again, _ = trainer.replicate_draws(tf.constant(3, tf.int64))
+    self.assertAllEqual(again, coordinates)  # stateless: a resumed run draws the same
+    other, _ = trainer.replicate_draws(tf.constant(4, tf.int64))
+    self.assertNotAllEqual(other, coordinates)
+
+  def test_replicate_is_refused_for_vanilla_quines(self):
+    config = dataclasses.replace(configs.PRESETS['tiny'], method='replicate')
+    with self.assertRaisesRegex(ValueError, 'replicate trains auxiliary quines'):
+      config.validate()
+
   def test_images_of_the_wrong_size_are_refused(self):
     config = aux_train_config()
     data = fake_mnist(dataclasses.replace(config.model, image_size=7))

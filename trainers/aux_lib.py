@@ -5,11 +5,24 @@ with a randomly drawn training image; an epoch visits every coordinate once. Bot
 stateless functions of (seed, phase), so a resumed run sees the same minibatches. With
 replication_weight = 0 the same network, data and schedule give the classifier-only baseline.
 
+Method 'replicate' (not in the paper) trains the same network to replicate and classify at once.
+The paper's loss has frozen targets and is not scale-free, so it only shrinks the weights (rho
+stays at 1). Here each Adam step minimises
+
+    rho(theta) + lambda * CE = L_SR(theta) / sum(theta^2) + lambda * mean cross-entropy,
+
+differentiated through the predictions and the weights they predict alike (live targets), with
+L_SR estimated without bias from a uniform sample of coordinates (scaled by N / sample size; the
+denominator is exact) and CE from a minibatch of images. Shrinking does not lower rho, so the
+only way down is to copy; and because the N equations f_theta(C) = theta leave no freedom for the
+task at an exact quine, lambda sets a trade-off between the two.
+
 Reported per phase, besides the replication metrics of the vanilla quine: test accuracy, the mean
 test cross-entropy `l_task`, its sum over the test set `l_task_sum` and
 `l_aux = l_sr + task_weight * l_task_sum` (the paper reports its losses summed over the test set).
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -36,7 +49,18 @@ class AuxTrainer(train_lib.QuineTrainer):
     # than the step itself (benchmarks/README.md: 0.57 s per epoch with tf.data, 0.19 s without).
     self.aux_block = tf.function(self._aux_block, input_signature=[_INT_SPEC, _INT_SPEC],
                                  jit_compile=self.jit_compile)
+    self.replicate_block = tf.function(
+        self._replicate_block, input_signature=[tf.TensorSpec([], tf.int32)],
+        jit_compile=self.jit_compile)
     self.test_logits = tf.function(lambda: self.model.classify(self._test_images))
+
+  def make_optimizer(self):
+    if self.config.method != 'replicate':
+      return super().make_optimizer()
+    # The accuracy rises most in the last third of the run, as the learning rate anneals.
+    schedule = keras.optimizers.schedules.CosineDecay(self.config.resolved_learning_rate,
+                                                      self.config.num_steps)
+    return train_lib.make_optimizer(self.config.optimizer, schedule)
 
   def image_draws(self, phase):
     """The training image paired with each position of the phase's order: int32 [N] indices."""
@@ -73,6 +97,63 @@ class AuxTrainer(train_lib.QuineTrainer):
       totals += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
     self.step.assign_add(tf.cast(num_steps, tf.int64))
     return totals / tf.cast(num_steps, tf.float32)
+
+  def replicate_draws(self, step):
+    """A 'replicate' step's (coordinates, training-image indices): stateless in (seed, step)."""
+    config = self.config
+    seed = tf.stack([tf.constant(config.seed, tf.int64), step])
+    picks = tf.random.stateless_uniform(
+        [config.image_batch_size], seed=seed, minval=0,
+        maxval=int(self._train_labels.shape[0]), dtype=tf.int32)
+    coordinates = tf.range(self.num_weights, dtype=tf.int32)
+    if 0 < config.coordinate_batch_size < self.num_weights:
+      # A uniform sample without replacement: the largest of N i.i.d. uniform keys (XLA has no
+      # kernel for stateless_shuffle).
+      keys = tf.random.stateless_uniform([self.num_weights],
+                                         seed=seed + tf.constant([1, 0], tf.int64))
+      coordinates = tf.math.top_k(keys, k=config.coordinate_batch_size, sorted=False).indices
+    return coordinates, picks
+
+  def _replicate_step(self, global_coordinates, global_images, global_labels):
+    """Per-replica step on rho + lambda * CE with live targets; returns (loss, rho, CE) parts."""
+    coordinates = train_lib.replica_share(global_coordinates)
+    images = train_lib.replica_share(global_images)
+    labels = train_lib.replica_share(global_labels)
+    sample_scale = self.num_weights / tf.cast(tf.shape(global_coordinates)[0], tf.float32)
+    with tf.GradientTape() as tape:
+      theta = self.model.flatten()
+      errors = self.model.predict_weights(coordinates) - tf.gather(theta, coordinates)
+      # This replica's part of the unbiased estimate of L_SR; the parts sum to the estimate.
+      rho = tf.reduce_sum(tf.square(errors)) * sample_scale / tf.reduce_sum(tf.square(theta))
+      cross_entropy = train_lib.global_mean(
+          tf.nn.sparse_softmax_cross_entropy_with_logits(
+              labels=labels, logits=self.model.classify(images)),
+          tf.shape(global_labels)[0])
+      loss = self.config.replication_weight * rho + self.config.task_weight * cross_entropy
+    variables = self.model.quine_variables
+    self.optimizer.apply(tape.gradient(loss, variables), variables)
+    return tf.stack([loss, rho, cross_entropy])
+
+  def _replicate_block(self, num_steps):
+    """num_steps 'replicate' steps; returns the mean (loss, rho estimate, CE)."""
+    totals = tf.zeros([3])
+    for _ in tf.range(num_steps):
+      coordinates, picks = self.replicate_draws(self.step)
+      batch = (coordinates, tf.gather(self._train_images, picks),
+               tf.gather(self._train_labels, picks))
+      per_replica = self.strategy.run(self._replicate_step, args=batch)
+      totals += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+      self.step.assign_add(1)
+    return totals / tf.cast(num_steps, tf.float32)
+
+  def run_phase(self, kind, phase):
+    if kind != 'replicate':
+      return super().run_phase(kind, phase)
+    per_phase = self.config.replicate_phase_steps
+    steps = min(per_phase, self.config.num_steps - (phase - 1) * per_phase)
+    loss, rho, cross_entropy = self.replicate_block(tf.constant(steps, tf.int32)).numpy()
+    return {'train_loss': float(loss), 'train_rho': float(rho),
+            'train_l_task': float(cross_entropy)}
 
   def run_epoch(self, kind, phase):
     del kind  # validated: auxiliary quines train by gradient only

@@ -8,7 +8,7 @@ import dataclasses
 
 from models.config import ModelConfig
 
-METHODS = ('optimize', 'hill_climb', 'regenerate', 'alternate', 'fixed_point')
+METHODS = ('optimize', 'hill_climb', 'regenerate', 'alternate', 'fixed_point', 'replicate')
 OPTIMIZERS = ('sgd', 'momentum', 'adam', 'adagrad', 'adamax', 'rmsprop')
 
 # Learning rates used when none is given: PyTorch's defaults (Adam 1e-3, Adagrad 1e-2, Adamax 2e-3,
@@ -29,7 +29,9 @@ class TrainConfig:
     model: the quine's architecture.
     method: 'optimize' (gradient epochs against frozen targets), 'hill_climb', 'regenerate',
       'alternate' (opt_epochs_per_generation optimisation epochs, then one regeneration) or
-      'fixed_point' (solve f_theta(C) = theta with trainers.fixed_point; not in the paper).
+      'fixed_point' (solve f_theta(C) = theta with trainers.fixed_point; not in the paper) or
+      'replicate' (auxiliary quines: Adam on rho + lambda * cross-entropy with live targets,
+      `trainers/aux_lib.py`; not in the paper).
     optimizer: gradient optimizer for 'optimize' and 'alternate'.
     learning_rate: None means DEFAULT_LEARNING_RATES[optimizer].
     num_epochs: epochs of 'optimize' or 'hill_climb'.
@@ -38,7 +40,8 @@ class TrainConfig:
     opt_epochs_per_generation: T of the alternating method.
     noise_stddev: hill-climbing perturbation.
     seed: seed of the shuffling and the hill-climbing noise.
-    steps_per_loop: minibatch steps compiled into one call (0 = a whole epoch).
+    steps_per_loop: minibatch steps compiled into one call (0 = a whole epoch; for 'replicate',
+      0 = 1,000 steps). For 'replicate' it is also the length of a phase (one metrics record).
     eval_chunk_size: coordinates per chunk of the full replication pass. 8192 keeps a chunk's
       [chunk, width] activations in cache: at width 316-1000 it is 25-30% faster than 65536
       (benchmarks/README.md).
@@ -47,6 +50,10 @@ class TrainConfig:
       steps; the float32 rounding differs from the uncompiled graph (~1e-6 relative per step).
     max_weight_rms: weight RMS above which a run counts as diverged.
     plot_every: phases between predicted-vs-actual images in TensorBoard (0 = only at the end).
+    num_steps: Adam steps of 'replicate' (also the length of its cosine learning-rate decay).
+    image_batch_size: training images per step of 'replicate'.
+    coordinate_batch_size: coordinates per step of 'replicate' in its unbiased estimate of L_SR
+      (a uniform sample without replacement, scaled by N / size; 0 = all N every step).
     task_weight: lambda of L_aux = replication_weight * L_SR + lambda * L_task (auxiliary quines).
     replication_weight: weight of the replication loss; 0 gives the classifier-only baseline on
       the same network and data schedule (auxiliary quines).
@@ -71,10 +78,18 @@ class TrainConfig:
   jit_compile: bool = True
   max_weight_rms: float = 1e4
   plot_every: int = 5
+  num_steps: int = 40_000
+  image_batch_size: int = 256
+  coordinate_batch_size: int = 2048
   task_weight: float = 0.01
   replication_weight: float = 1.0
   solver_steps: int = 80
   lineage_generations: int = 1
+
+  @property
+  def replicate_phase_steps(self):
+    """Adam steps per phase of 'replicate'."""
+    return self.steps_per_loop or 1000
 
   @property
   def resolved_learning_rate(self):
@@ -113,6 +128,14 @@ class TrainConfig:
     if self.model.kind == 'auxiliary':
       if self.method in ('hill_climb', 'fixed_point'):
         raise ValueError(f'--method={self.method} is not supported for auxiliary quines')
+      if self.method == 'replicate':
+        for name in ('num_steps', 'image_batch_size'):
+          if getattr(self, name) <= 0:
+            raise ValueError(f'--{name}={getattr(self, name)} must be positive')
+        if self.coordinate_batch_size < 0:
+          raise ValueError(f'--coordinate_batch_size={self.coordinate_batch_size} must be >= 0')
+    elif self.method == 'replicate':
+      raise ValueError('--method=replicate trains auxiliary quines; use train_aux.py')
       for name in ('task_weight', 'replication_weight'):
         if getattr(self, name) < 0:
           raise ValueError(f'--{name}={getattr(self, name)} must be >= 0')
@@ -120,13 +143,15 @@ class TrainConfig:
 
   def schedule(self):
     """The run as a list of phases: 'optimize', 'hill_climb' (one epoch each), 'regenerate' or
-    'fixed_point' (one solver iteration)."""
+    'fixed_point' (one solver iteration) or 'replicate' (replicate_phase_steps Adam steps)."""
     if self.method in ('optimize', 'hill_climb'):
       return [self.method] * self.num_epochs
     if self.method == 'regenerate':
       return ['regenerate'] * self.generations
     if self.method == 'fixed_point':
       return ['fixed_point'] * self.solver_steps
+    if self.method == 'replicate':
+      return ['replicate'] * -(-self.num_steps // self.replicate_phase_steps)
     return (['optimize'] * self.opt_epochs_per_generation + ['regenerate']) * self.generations
 
   def to_dict(self):
@@ -163,6 +188,11 @@ AUX_PRESETS = {
     # 10-class head (temperature 0.01), N = 21,100; Adamax, minibatches of 10, lambda = 0.01,
     # 30 epochs.
     'paper': TrainConfig(model=_AUX_MODEL, num_epochs=30),
+    # Not in the paper: the same network trained to replicate and classify (aux_lib, method
+    # 'replicate'): Adam 3e-3 with cosine decay, 40,000 steps of 256 images and 2,048
+    # coordinates, loss rho + lambda * cross-entropy.
+    'replicate': TrainConfig(model=_AUX_MODEL, method='replicate', optimizer='adam',
+                             learning_rate=3e-3, task_weight=1.0, plot_every=10),
     # The same network and schedule, 5 epochs: the README's main job, a few minutes on a CPU.
     'short': TrainConfig(model=_AUX_MODEL, num_epochs=5),
     # For tests: width 8 (4 + 4 input units), 16-pixel images, 3 classes, N = 2*64 + 8 + 24 = 160.

@@ -30,6 +30,7 @@ from trainers import workdir as workdir_lib
 _TASK_WEIGHT = flags.DEFINE_float('task_weight', None, 'lambda: weight of the task loss.')
 _REPLICATION_WEIGHT = flags.DEFINE_float(
     'replication_weight', None, 'Weight of L_SR in the loss (0 = classifier-only baseline).')
+_NUM_STEPS = flags.DEFINE_integer('num_steps', None, 'Adam steps of --method=replicate.')
 _DATA_DIR = flags.DEFINE_string(
     'data_dir', None, 'tfds data dir holding mnist/3.0.1 (default: TFDS_DATA_DIR, else '
     '~/tensorflow_datasets).')
@@ -43,7 +44,8 @@ def main(argv):
     cli.fail(f'unexpected arguments {argv[1:]}')
   try:
     config = cli.config_from_flags(configs.AUX_PRESETS, 'short', task_weight=_TASK_WEIGHT.value,
-                                   replication_weight=_REPLICATION_WEIGHT.value)
+                                   replication_weight=_REPLICATION_WEIGHT.value,
+                                   num_steps=_NUM_STEPS.value)
   except ValueError as e:
     cli.fail(e)
   strategy = cli.strategy_from_flags()  # before any op: it may split the CPU into devices

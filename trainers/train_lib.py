@@ -112,7 +112,7 @@ class QuineTrainer:
     self.strategy = strategy or tf.distribute.get_strategy()
     with self.strategy.scope():
       self.model = build_quine(config.model)
-      self.optimizer = make_optimizer(config.optimizer, config.resolved_learning_rate)
+      self.optimizer = self.make_optimizer()
       self.optimizer.build(self.model.quine_variables)
       # The frozen copy of theta that an epoch's minibatches regress onto.
       self.targets = tf.Variable(self.model.flatten(), trainable=False, name='targets')
@@ -141,6 +141,10 @@ class QuineTrainer:
         self._hill_block, input_signature=[_INT_SPEC, tf.TensorSpec([], tf.int64)])
     self.predict_all = tf.function(self._predict_all, input_signature=[])
     self._replication = tf.function(self._replication_fn, input_signature=[])
+
+  def make_optimizer(self):
+    """The run's optimizer (built inside the strategy's scope)."""
+    return make_optimizer(self.config.optimizer, self.config.resolved_learning_rate)
 
   # ----------------------------------------------------------------------------- steps
 
