@@ -54,8 +54,12 @@ CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', 0, 'Split the CPU into this many logical devices (to try --strategy=mirrored '
     'without GPUs).')
 INTRA_OP_THREADS = flags.DEFINE_integer(
-    'intra_op_threads', 0, 'Threads TensorFlow may use inside one op (0 = one per core). On a '
-    'CPU, 1 trains paper-sized quines fastest: their ops are too small to split.')
+    'intra_op_threads', None, 'Threads TensorFlow may use inside one op (0 = one per core). '
+    'Default: 1 for quines of width <= 200, whose ops are too small to split (a paper epoch is '
+    '2.5x faster on one thread than on two), else one per core.')
+
+# Up to this hidden width a quine's ops run fastest on one thread (benchmarks/README.md).
+_SINGLE_THREAD_MAX_WIDTH = 200
 EXPORT_DIR = flags.DEFINE_string(
     'export_dir', None, 'At the end of a finished run, export the quine to '
     'EXPORT_DIR/MODEL_NAME/VERSION (SavedModel, ONNX, safetensors dump).')
@@ -98,19 +102,24 @@ def config_from_flags(presets, default_preset, **extra_overrides):
 
 
 flags.register_validator('cpu_devices', lambda n: n >= 0, '--cpu_devices must be >= 0')
-flags.register_validator('intra_op_threads', lambda n: n >= 0, '--intra_op_threads must be >= 0')
+flags.register_validator('intra_op_threads', lambda n: n is None or n >= 0,
+                         '--intra_op_threads must be >= 0')
 flags.register_multi_flags_validator(
     ['tpu', 'strategy'], lambda f: not f['tpu'] or f['strategy'] == 'tpu',
     '--tpu needs --strategy=tpu')
 
 
-def strategy_from_flags():
+def strategy_from_flags(config):
   """The tf.distribute strategy the flags ask for (built once, before any model).
 
-  Also applies --intra_op_threads, which like the device split must come before any op runs.
+  Also applies --intra_op_threads (or its default for `config`'s width), which like the device
+  split must come before any op runs.
   """
-  if INTRA_OP_THREADS.value:
-    tf.config.threading.set_intra_op_parallelism_threads(INTRA_OP_THREADS.value)
+  threads = INTRA_OP_THREADS.value
+  if threads is None:
+    threads = 1 if config.model.width <= _SINGLE_THREAD_MAX_WIDTH else 0
+  if threads:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
   return strategies.make_strategy(STRATEGY.value, tpu=TPU.value, cpu_devices=CPU_DEVICES.value)
 
 
@@ -120,8 +129,9 @@ def fail(message):
 
 
 def log_start(strategy, config):
-  logging.info('Strategy %s with %d replica(s)', type(strategy).__name__,
-               strategy.num_replicas_in_sync)
+  logging.info('Strategy %s with %d replica(s), %s intra-op thread(s)', type(strategy).__name__,
+               strategy.num_replicas_in_sync,
+               tf.config.threading.get_intra_op_parallelism_threads() or 'default')
   logging.info('Config: %s', json.dumps(train_lib.config_dict(config), sort_keys=True))
 
 

@@ -134,11 +134,11 @@ class TrainConfig:
             raise ValueError(f'--{name}={getattr(self, name)} must be positive')
         if self.coordinate_batch_size < 0:
           raise ValueError(f'--coordinate_batch_size={self.coordinate_batch_size} must be >= 0')
-    elif self.method == 'replicate':
-      raise ValueError('--method=replicate trains auxiliary quines; use train_aux.py')
       for name in ('task_weight', 'replication_weight'):
         if getattr(self, name) < 0:
           raise ValueError(f'--{name}={getattr(self, name)} must be >= 0')
+    elif self.method == 'replicate':
+      raise ValueError('--method=replicate trains auxiliary quines; use train_aux.py')
     return self
 
   def schedule(self):

@@ -53,7 +53,7 @@ def main(argv):
                                    num_steps=_NUM_STEPS.value)
   except ValueError as e:
     cli.fail(e)
-  strategy = cli.strategy_from_flags()  # before any op: it may split the CPU into devices
+  strategy = cli.strategy_from_flags(config)  # before any op: it may split the CPU into devices
   try:
     data = data_lib.load_mnist(_DATA_DIR.value, download=_DOWNLOAD.value)
   except data_lib.DataError as e:

@@ -34,7 +34,7 @@ def main(argv):
     config = cli.config_from_flags(configs.PRESETS, 'paper')
   except ValueError as e:
     cli.fail(e)
-  strategy = cli.strategy_from_flags()
+  strategy = cli.strategy_from_flags(config)
   cli.log_start(strategy, config)
   try:
     record = train_lib.run(config, cli.WORKDIR.value, strategy, overwrite=cli.OVERWRITE.value)
