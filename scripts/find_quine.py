@@ -9,7 +9,11 @@ model (not on the solver's float64 iterate), save theta, and plot weights agains
   python scripts/find_quine.py --width=100 --seeds=0 --dtype=float32 --cg_iterations=30 \
       --search_steps=25 --stage_steps=5 --schedule=0.03,0.01,0.003,0
 
-Prints one JSON line per seed; PNGs go to --img_dir, weights to --out_dir.
+  python scripts/find_quine.py --width=10 --seeds=0 --search_steps=40 --stage_steps=15 \
+      --generations=3 --quine_steps=100 --max_steps=300       # a lineage of quines, ~1 min
+
+Prints one JSON line per seed (with lineage_rho: rho of the quine and of its next four
+descendants); PNGs go to --img_dir, weights to --out_dir.
 """
 
 import dataclasses
@@ -38,6 +42,10 @@ _DTYPE = flags.DEFINE_enum('dtype', 'float64', ['float32', 'float64'], 'Solver d
 _SEARCH_STEPS = flags.DEFINE_integer('search_steps', None, 'LM steps of the first stage.')
 _STAGE_STEPS = flags.DEFINE_integer('stage_steps', None, 'LM steps of each later stage.')
 _CG_ITERATIONS = flags.DEFINE_integer('cg_iterations', None, 'CG iterations per LM step.')
+_GENERATIONS = flags.DEFINE_integer('generations', None,
+                                    'Lineage stage over this many generations (1: the quine alone).')
+_QUINE_STEPS = flags.DEFINE_integer('quine_steps', None,
+                                    'LM steps of the real-SELU quine stage before the lineage stage.')
 _IMG_DIR = flags.DEFINE_string('img_dir', 'docs/img', 'Where the PNGs go.')
 _OUT_DIR = flags.DEFINE_string('out_dir', 'runs/quines', 'Where theta_*.npy go.')
 _LOG_EVERY = flags.DEFINE_integer('log_every', 10, 'Print solver diagnostics every this many.')
@@ -48,10 +56,27 @@ def solver_config():
   if _SCHEDULE.value is not None:
     overrides['smoothing_schedule'] = tuple(float(b) for b in _SCHEDULE.value)
   for name, flag in (('search_steps', _SEARCH_STEPS), ('stage_steps', _STAGE_STEPS),
-                     ('cg_iterations', _CG_ITERATIONS)):
+                     ('cg_iterations', _CG_ITERATIONS), ('generations', _GENERATIONS),
+                     ('quine_steps', _QUINE_STEPS)):
     if flag.value is not None:
       overrides[name] = flag.value
   return dataclasses.replace(fixed_point.SolverConfig(), **overrides)
+
+
+def _lineage_rhos(model, generations):
+  """rho of the quine and of its first descendants (each the predictions of its parent), float32.
+
+  Leaves the model's weights as they were.
+  """
+  weights = model.flatten()
+  rhos = []
+  for _ in range(generations):
+    theta = model.flatten()
+    predictions = model.predict_weights(tf.range(model.num_weights))
+    rhos.append(float(metrics_lib.replication_metrics(theta, predictions)['rho']))
+    model.assign_flat(predictions)
+  model.assign_flat(weights)
+  return rhos
 
 
 def run_seed(width, seed, config):
@@ -67,6 +92,7 @@ def run_seed(width, seed, config):
   theta = model.flatten()
   predictions = model.predict_weights(tf.range(model.num_weights))
   m = {k: float(v) for k, v in metrics_lib.replication_metrics(theta, predictions).items()}
+  lineage = _lineage_rhos(model, generations=5)
   name = f'fixed_point_w{width}_s{seed}'
   os.makedirs(_OUT_DIR.value, exist_ok=True)
   np.save(os.path.join(_OUT_DIR.value, f'theta_{name}.npy'), theta.numpy())
@@ -77,7 +103,7 @@ def run_seed(width, seed, config):
   return {'width': width, 'N': model.num_weights, 'seed': seed, 'rho': m['rho'], 'r2': m['r2'],
           'weight_rms': m['weight_rms'], 'initial_rms': rms0, 'seconds': round(seconds, 1),
           'steps': len(history), 'solver_rho': history[-1]['rho'],
-          'last_stage': history[-1]['stage'],
+          'last_stage': history[-1]['stage'], 'lineage_rho': lineage,
           'first_step_below_1e-3': below[0]['step'] if below else None,
           'seconds_to_1e-3': round(below[0]['seconds'], 1) if below else None}
 
