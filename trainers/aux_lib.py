@@ -63,11 +63,15 @@ class AuxTrainer(train_lib.QuineTrainer):
                                                       self.config.num_steps)
     return train_lib.make_optimizer(self.config.optimizer, schedule)
 
+  def _image_picks(self, size, seed):
+    """`size` uniform training-image indices, a stateless function of `seed` [2]."""
+    return tf.random.stateless_uniform([size], seed=seed, minval=0,
+                                       maxval=int(self._train_labels.shape[0]), dtype=tf.int32)
+
   def image_draws(self, phase):
     """The training image paired with each position of the phase's order: int32 [N] indices."""
-    return tf.random.stateless_uniform(
-        [self.num_weights], seed=tf.constant([self.config.seed + 1, phase], tf.int64), minval=0,
-        maxval=int(self._train_labels.shape[0]), dtype=tf.int32)
+    return self._image_picks(self.num_weights,
+                             tf.constant([self.config.seed + 1, phase], tf.int64))
 
   def _aux_step(self, global_coordinates, global_images, global_labels):
     """Per-replica step on this replica's share of the global minibatch; returns loss parts."""
@@ -103,9 +107,7 @@ class AuxTrainer(train_lib.QuineTrainer):
     """A 'replicate' step's (coordinates, training-image indices): stateless in (seed, step)."""
     config = self.config
     seed = tf.stack([tf.constant(config.seed, tf.int64), step])
-    picks = tf.random.stateless_uniform(
-        [config.image_batch_size], seed=seed, minval=0,
-        maxval=int(self._train_labels.shape[0]), dtype=tf.int32)
+    picks = self._image_picks(config.image_batch_size, seed)
     coordinates = tf.range(self.num_weights, dtype=tf.int32)
     if 0 < config.coordinate_batch_size < self.num_weights:
       # A uniform sample without replacement: the largest of N i.i.d. uniform keys (as XLA-ready

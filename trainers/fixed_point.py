@@ -298,14 +298,14 @@ class FixedPointSolver(tf.Module):
     return thetas
 
   @staticmethod
-  def _rho(theta, y):
-    return float(np.sum((y - theta) ** 2) / max(np.sum(theta ** 2), 1e-300))
-
-  @staticmethod
   def _lineage_rho(thetas):
     """sum_g ||theta_{g+1} - theta_g||^2 / ||theta_0||^2 (rho itself for one generation)."""
     return float(sum(np.sum((b - a) ** 2) for a, b in zip(thetas[:-1], thetas[1:]))
                  / max(np.sum(thetas[0] ** 2), 1e-300))
+
+  @classmethod
+  def _rho(cls, theta, y):
+    return cls._lineage_rho([theta, y])
 
   def _lm_step(self, theta, beta, generations):
     """One Levenberg-Marquardt step on F / ||theta||^p; returns (theta, diagnostics).
@@ -338,7 +338,8 @@ class FixedPointSolver(tf.Module):
 
     def objective(candidate):  # ||F||^2 / ||theta||^(2p), in units where it is rho at theta
       scale = (norm / np.linalg.norm(candidate)) ** (2 * (power - 1))
-      return self._lineage_rho(self.lineage(candidate, beta, k)) * scale, scale
+      lineage = self.lineage(candidate, beta, k)
+      return self._lineage_rho(lineage) * scale, scale, lineage
 
     lam = float(self.damping.numpy())
     x = np.zeros(n)
@@ -360,7 +361,7 @@ class FixedPointSolver(tf.Module):
     jx = jr(x)
     predicted = rho - float((r + jx) @ (r + jx))
     candidate = theta + norm * x
-    obj_new, scale = objective(candidate)
+    obj_new, scale, candidate_thetas = objective(candidate)
     gain = (rho - obj_new) / max(predicted, 1e-300)
     accepted = bool(np.isfinite(obj_new) and obj_new < rho)
     rho_new = obj_new / scale
@@ -370,9 +371,9 @@ class FixedPointSolver(tf.Module):
       lam = min(lam * 4.0, cfg.max_damping)
     self.damping.assign(lam)
     if accepted:
-      theta, rho = candidate, rho_new
-    return theta, {'stage_rho': rho, 'damping': lam, 'cg_iterations': cg_iters,
-                   'accepted': accepted}
+      theta, rho, thetas = candidate, rho_new, candidate_thetas
+    return theta, {'stage_rho': rho, 'quine_rho': self._rho(thetas[0], thetas[1]),
+                   'damping': lam, 'cg_iterations': cg_iters, 'accepted': accepted}
 
   # ---------------------------------------------------------------------------------- API
 
@@ -381,8 +382,9 @@ class FixedPointSolver(tf.Module):
 
     Returns:
       A dict of Python scalars: rho (of the real network, after the step), stage (index into
-      `stages`), beta (its kink width), generations (the lineage it spans), stage_rho (the minimised objective under beta: rho, or
-      the lineage's sum for generations > 1), damping, cg_iterations, accepted, weight_rms.
+      `stages`), beta (its kink width), generations (the lineage it spans), stage_rho (the
+      minimised objective under beta: rho, or the lineage's sum for generations > 1), damping,
+      cg_iterations, accepted, weight_rms.
     """
     cfg = self.config
     stage = int(self.stage.numpy())
@@ -399,10 +401,9 @@ class FixedPointSolver(tf.Module):
       self.stage_step.assign(0)
       self.damping.assign(cfg.initial_damping)
     self.model.assign_flat(theta.astype(np.float32))
-    if beta == 0 and generations == 1:
-      diag['rho'] = diag['stage_rho']
-    else:
-      diag['rho'] = self._rho(theta, self._f(theta, 0.0))
+    # The step already ran the real network on theta unless this stage smooths the kink.
+    quine_rho = diag.pop('quine_rho')
+    diag['rho'] = quine_rho if beta == 0 else self._rho(theta, self._f(theta, 0.0))
     diag.update(stage=stage, beta=beta, generations=generations,
                 weight_rms=float(np.sqrt(np.mean(theta ** 2))))
     return diag
