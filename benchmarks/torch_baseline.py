@@ -8,27 +8,22 @@ minibatches index the image and label tensors directly (no DataLoader, whose per
 would only slow the baseline down). The full replication pass is a few large batched forward
 passes under `no_grad`. It imports no TensorFlow, so its peak memory is its own.
 
-The projections come from `export.dump.projection_rows` (the TensorFlow-free generator, bit-for-bit
-`models.projection`), materialised as a table when it has at most 2**24 entries as the Keras quine
-does, and hashed on the fly otherwise with `export.frameworks.torch_projection`.
+The projections come from `models.generator.projection_rows` (the TensorFlow-free generator),
+materialised as a table when it has at most `generator.MAX_TABLE_ENTRIES` entries as the Keras
+quine does, and hashed on the fly otherwise with `export.frameworks.torch_projection`.
 
 Canonical weight order as in `models.quine`: hidden kernels ([in, out], that is `weight.T`), the
 weight head, then (auxiliary) the class head.
 """
-
-import math
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export import dump as dump_lib
 from export import frameworks
-
-MAX_TABLE_ENTRIES = 1 << 24
-PAPER_PROJECTION_STD = 0.1 / math.sqrt(3.0)  # models.config.PAPER_PROJECTION_STD
-PAPER_IMAGE_PROJECTION_STD = 0.05 / math.sqrt(3.0)  # models.config.PAPER_IMAGE_PROJECTION_STD
+from models import generator
+from models.config import PAPER_IMAGE_PROJECTION_STD, PAPER_PROJECTION_STD
 
 
 class _Projection(nn.Module):
@@ -38,9 +33,9 @@ class _Projection(nn.Module):
     super().__init__()
     self.seed, self.num_columns, self.std = seed, num_columns, std
     self.table = None
-    if num_rows * num_columns <= MAX_TABLE_ENTRIES:
+    if num_rows * num_columns <= generator.MAX_TABLE_ENTRIES:
       self.table = torch.from_numpy(
-          dump_lib.projection_rows(seed, np.arange(num_rows), num_columns, std))
+          generator.projection_rows(seed, np.arange(num_rows), num_columns, std))
 
   def forward(self, rows):
     if self.table is not None:
@@ -96,7 +91,7 @@ class AuxiliaryQuine(VanillaQuine):
     self._build_trunk(width, num_hidden, num_classes)
     self.coordinate_projection = _Projection(projection_seed, self.num_weights, coordinate_units,
                                              projection_std)
-    self.image_matrix = torch.from_numpy(dump_lib.projection_rows(
+    self.image_matrix = torch.from_numpy(generator.projection_rows(
         projection_seed + 1, np.arange(image_size), width - coordinate_units,
         image_projection_std))
 

@@ -1,6 +1,7 @@
 """A quine's forward pass in four frameworks, each rebuilt from a dump and nothing else.
 
-  numpy        a plain reimplementation from the manifest, the projection from the generator;
+  numpy        the architecture's forward pass (`models.architecture`, rebuilt from the manifest's
+               config) in NumPy, the projection from the generator;
   torch        the same in PyTorch, its own uint32 hash in int64 arithmetic for the projection;
   onnxruntime  runs model.onnx, with theta read from that file's own initializers;
   tensorflow   the SavedModel next to the dump when there is one (what TF Serving serves), else
@@ -11,18 +12,16 @@ auxiliary quine, class logits) in that framework's own float32 arithmetic. Frame
 only when their replica is made, so the NumPy replica needs NumPy alone.
 """
 
-import math
 import os
 
 import numpy as np
 
-from export import dump as dump_lib
+from export import manifest as manifest_lib
+from models import backends
+from models import generator
 
 FRAMEWORKS = ('tensorflow', 'onnxruntime', 'torch', 'numpy')
 CHUNK = 1 << 16  # coordinates or images per call: memory stays bounded for any N
-
-_SELU_ALPHA = 1.6732632423543772848170429916717
-_SELU_SCALE = 1.0507009873554804934193349852946
 
 
 class Replica:
@@ -62,53 +61,28 @@ class Replica:
         np.zeros([0, self.config['num_classes']], np.float32)
 
 
-def _hidden_names(config):
-  return [name for name, _ in dump_lib.canonical_weights(config) if name.startswith('hidden_')]
-
-
 # --------------------------------------------------------------------------- NumPy
 
 
-def _numpy_activation(name):
-  alpha, scale = np.float32(_SELU_ALPHA), np.float32(_SELU_SCALE)
-  return {
-      'selu': lambda x: scale * np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))),
-      'relu': lambda x: np.maximum(x, np.float32(0)),
-      'tanh': np.tanh,
-      'linear': lambda x: x,
-  }[name]
-
-
 class NumpyReplica(Replica):
-  """The forward pass in NumPy float32, from the manifest alone."""
+  """The architecture's forward pass in NumPy float32, the projection from the generator."""
 
   name = 'numpy'
 
   def __init__(self, dump):
     super().__init__(dump)
+    self.arch = dump.architecture
     self.weights = {k: np.asarray(v, np.float32) for k, v in dump.weights.items()}
     self.theta = dump.theta
-    self._act = _numpy_activation(self.config['activation'])
-    self._out = _numpy_activation(self.config['output_activation'])
     self._image_matrix = dump.projection('image') if dump.kind == 'auxiliary' else None
-
-  def _trunk(self, h):
-    for name in _hidden_names(self.config):
-      h = self._act(h @ self.weights[name])
-    return h
 
   def predict_weights(self, coordinates):
     rows = self.dump.projection('coordinate', np.asarray(coordinates))
-    if self.dump.kind == 'auxiliary':
-      rows = np.concatenate(
-          [rows, np.zeros([len(rows), self._image_matrix.shape[1]], np.float32)], axis=1)
-    return self._out(self._trunk(rows) @ self.weights['weight_head'])[:, 0]
+    return self.arch.predict_weights(backends.NUMPY, self.weights, rows)
 
   def classify(self, images):
     image_part = np.asarray(images, np.float32).reshape(len(images), -1) @ self._image_matrix
-    units = dump_lib.coordinate_units(self.config)
-    h = np.concatenate([np.zeros([len(image_part), units], np.float32), image_part], axis=1)
-    return (self._trunk(h) @ self.weights['class_head']) / np.float32(self.config['temperature'])
+    return self.arch.classify(backends.NUMPY, self.weights, image_part)
 
 
 # --------------------------------------------------------------------------- PyTorch
@@ -122,14 +96,14 @@ def _torch_mul32(h, constant):
 
 def _torch_fmix32(h):
   h = h ^ (h >> 16)
-  h = _torch_mul32(h, 0x85EBCA6B)
+  h = _torch_mul32(h, generator.FMIX_MUL_1)
   h = h ^ (h >> 13)
-  h = _torch_mul32(h, 0xC2B2AE35)
+  h = _torch_mul32(h, generator.FMIX_MUL_2)
   return h ^ (h >> 16)
 
 
 def torch_projection(seed, rows, num_columns, std):
-  """The generator of `export.dump.projection_rows` in PyTorch (int64 holding uint32 values).
+  """The generator of `models.generator.projection_rows` in PyTorch (int64 holding uint32 values).
 
   Args:
     seed: integer seed.
@@ -141,18 +115,15 @@ def torch_projection(seed, rows, num_columns, std):
     A float32 tensor [B, num_columns], bit-for-bit the NumPy reference.
   """
   import torch  # pylint: disable=g-import-not-at-top
-  key = int(dump_lib.fmix32(np.uint32(seed) ^ np.uint32(dump_lib.GOLDEN)))
-  r = _torch_fmix32((rows.to(torch.int64) & 0xFFFFFFFF) ^ key)
-  cols = torch.arange(num_columns, dtype=torch.int64)
-  cols = (_torch_mul32(cols, dump_lib.COLUMN_MUL) + dump_lib.COLUMN_ADD) & 0xFFFFFFFF
+  r = _torch_fmix32((rows.to(torch.int64) & 0xFFFFFFFF) ^ generator.seed_key(seed))
+  cols = torch.from_numpy(generator.column_codes(num_columns).astype(np.int64))
   h = _torch_fmix32(r[:, None] ^ cols[None, :])
   unit = (h >> 8).to(torch.float32) * (2.0**-23) - 1.0  # both exact in float32
-  scale = torch.tensor(np.float32(std * math.sqrt(3.0)))  # rounded once, as NumPy does
-  return unit * scale
+  return unit * torch.tensor(generator.scale(std))  # rounded once, as NumPy does
 
 
 class TorchReplica(Replica):
-  """A plain PyTorch reimplementation of the forward pass, built from the manifest."""
+  """The architecture's forward pass in PyTorch, its own uint32 hash for the projection."""
 
   name = 'torch'
 
@@ -160,46 +131,30 @@ class TorchReplica(Replica):
     super().__init__(dump)
     import torch  # pylint: disable=g-import-not-at-top
     self._torch = torch
+    self._backend = backends.torch()
+    self.arch = dump.architecture
     self.weights = {k: torch.from_numpy(np.array(v, np.float32)) for k, v in dump.weights.items()}
     self.theta = torch.cat([w.reshape(-1) for w in self.weights.values()]).numpy()
-    acts = {'selu': torch.nn.functional.selu, 'relu': torch.relu, 'tanh': torch.tanh,
-            'linear': lambda x: x}
-    self._act = acts[self.config['activation']]
-    self._out = acts[self.config['output_activation']]
-    self._specs = dump.manifest['projections']
     if dump.kind == 'auxiliary':
-      image = self._specs['image']
+      image = self.arch.projections['image']
       self._image_matrix = torch_projection(
-          image['seed'], torch.arange(image['num_rows']), image['num_columns'], image['std'])
-
-  def _trunk(self, h):
-    for name in _hidden_names(self.config):
-      h = self._act(h @ self.weights[name])
-    return h
+          image.seed, torch.arange(image.num_rows), image.num_columns, image.std)
 
   def coordinate_rows(self, coordinates):
-    spec = self._specs['coordinate']
-    return torch_projection(spec['seed'], self._torch.as_tensor(np.asarray(coordinates)),
-                            spec['num_columns'], spec['std'])
+    spec = self.arch.projections['coordinate']
+    return torch_projection(spec.seed, self._torch.as_tensor(np.asarray(coordinates)),
+                            spec.num_columns, spec.std)
 
   def predict_weights(self, coordinates):
-    torch = self._torch
-    with torch.no_grad():
-      rows = self.coordinate_rows(coordinates)
-      if self.dump.kind == 'auxiliary':
-        rows = torch.cat([rows, torch.zeros(len(rows), self._image_matrix.shape[1])], dim=1)
-      return self._out(self._trunk(rows) @ self.weights['weight_head'])[:, 0].numpy()
+    with self._torch.no_grad():
+      return self.arch.predict_weights(self._backend, self.weights,
+                                       self.coordinate_rows(coordinates)).numpy()
 
   def classify(self, images):
     torch = self._torch
     with torch.no_grad():
       images = torch.as_tensor(np.asarray(images, np.float32).reshape(len(images), -1))
-      image_part = images @ self._image_matrix
-      units = dump_lib.coordinate_units(self.config)
-      h = torch.cat([torch.zeros(len(image_part), units), image_part], dim=1)
-      logits = (self._trunk(h) @ self.weights['class_head']) / torch.tensor(
-          np.float32(self.config['temperature']))
-      return logits.numpy()
+      return self.arch.classify(self._backend, self.weights, images @ self._image_matrix).numpy()
 
 
 # --------------------------------------------------------------------------- ONNX Runtime
@@ -223,18 +178,18 @@ class OnnxRuntimeReplica(Replica):
     self._aux = dump.kind == 'auxiliary'
 
   def _run(self, output, coordinates, images):
-    feeds = {dump_lib.ONNX_COORDINATES: np.asarray(coordinates, np.int64).reshape(-1)}
+    feeds = {manifest_lib.ONNX_COORDINATES: np.asarray(coordinates, np.int64).reshape(-1)}
     if self._aux:
-      feeds[dump_lib.ONNX_IMAGES] = np.asarray(images, np.float32).reshape(
+      feeds[manifest_lib.ONNX_IMAGES] = np.asarray(images, np.float32).reshape(
           -1, self.config['image_size'])
     return self._session.run([output], feeds)[0]
 
   def predict_weights(self, coordinates):
     empty = np.zeros([0, self.config.get('image_size', 0)], np.float32)
-    return self._run(dump_lib.ONNX_PREDICTED_WEIGHTS, coordinates, empty)
+    return self._run(manifest_lib.ONNX_PREDICTED_WEIGHTS, coordinates, empty)
 
   def classify(self, images):
-    return self._run(dump_lib.ONNX_LOGITS, np.zeros([0], np.int64), images)
+    return self._run(manifest_lib.ONNX_LOGITS, np.zeros([0], np.int64), images)
 
 
 # --------------------------------------------------------------------------- TensorFlow

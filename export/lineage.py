@@ -45,7 +45,7 @@ def write_child(parent, theta, directory, built_with):
   if os.path.exists(directory) and not os.path.exists(
       os.path.join(directory, dump_lib.MANIFEST_FILE)):
     raise FileExistsError(f'{directory} exists and is not a dump: not replacing it')
-  weights = dump_lib.split_theta(parent.config, theta)
+  weights = parent.architecture.split(np.asarray(theta, np.float32))
   with open(parent.onnx_path, 'rb') as f:
     onnx_bytes = onnx_graph.with_weights(f.read(), weights)
   lineage = {'generation': parent.generation + 1, 'built_with': built_with,

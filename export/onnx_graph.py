@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from export import dump as dump_lib
+from export import manifest as manifest_lib
+from export.manifest import DumpError
 
 MIN_OPSET = 17
 
@@ -20,10 +21,10 @@ def parse(data, where='model.onnx'):
   try:
     model = onnx.load_from_string(data)
   except Exception as e:  # protobuf raises DecodeError, RuntimeWarning subclasses, ...
-    raise dump_lib.DumpError(f'{where}: not a valid ONNX model ({type(e).__name__}: {e}); '
+    raise DumpError(f'{where}: not a valid ONNX model ({type(e).__name__}: {e}); '
                              'truncated or damaged') from e
   if not model.graph.node:
-    raise dump_lib.DumpError(f'{where}: holds no graph; truncated or damaged')
+    raise DumpError(f'{where}: holds no graph; truncated or damaged')
   return model
 
 
@@ -81,7 +82,7 @@ def check_dump(dump):
   """Checks a dump's model.onnx against its safetensors weights and manifest.
 
   Args:
-    dump: an export.dump.Dump (weights already validated).
+    dump: an export.dump.Dump (manifest and weights already validated).
 
   Raises:
     DumpError: naming model.onnx and the disagreement.
@@ -90,35 +91,41 @@ def check_dump(dump):
   with open(where, 'rb') as f:
     model = parse(f.read(), where)
   if opset(model) < MIN_OPSET:
-    raise dump_lib.DumpError(f'{where}: opset {opset(model)} < {MIN_OPSET}')
+    raise DumpError(f'{where}: opset {opset(model)} < {MIN_OPSET}')
   interface = dump.manifest['onnx']
   inputs = {v.name for v in model.graph.input}
   outputs = {v.name for v in model.graph.output}
   if set(interface['inputs']) - inputs or set(interface['outputs']) - outputs:
-    raise dump_lib.DumpError(
+    raise DumpError(
         f'{where}: inputs {sorted(inputs)} / outputs {sorted(outputs)} do not include the '
         f'manifest\'s {sorted(interface["inputs"])} / {sorted(interface["outputs"])}')
+  ops = {node.op_type for node in model.graph.node}
+  missing = [op for op in manifest_lib.onnx_interface(dump.architecture)['activation_ops']
+             if op not in ops]
+  if missing:
+    raise DumpError(f'{where}: the graph has no {missing} node, which the activations of '
+                    f'{manifest_lib.MANIFEST_FILE} need (edited after export?)')
   values = initializers(model)
   for name, init_name in interface['weight_initializers'].items():
     if init_name not in values:
-      raise dump_lib.DumpError(f'{where}: no initializer {init_name!r} for weight {name!r}')
+      raise DumpError(f'{where}: no initializer {init_name!r} for weight {name!r}')
     got, want = values[init_name], dump.weights[name]
     if got.shape != want.shape or got.dtype != want.dtype:
-      raise dump_lib.DumpError(
+      raise DumpError(
           f'{where}: initializer {init_name!r} is {got.dtype} {list(got.shape)}, '
-          f'{dump_lib.WEIGHTS_FILE} has {want.dtype} {list(want.shape)}')
+          f'{manifest_lib.WEIGHTS_FILE} has {want.dtype} {list(want.shape)}')
     if not np.array_equal(got, want):
       diff = np.abs(got.astype(np.float64) - want)
-      raise dump_lib.DumpError(
-          f'{where}: initializer {init_name!r} disagrees with {dump_lib.WEIGHTS_FILE} '
+      raise DumpError(
+          f'{where}: initializer {init_name!r} disagrees with {manifest_lib.WEIGHTS_FILE} '
           f'({int(np.sum(got != want))} of {want.size} values differ, max |diff| '
           f'{np.nanmax(diff):.3g})')
   for which, init_name in interface.get('projection_initializers', {}).items():
     if init_name not in values:
-      raise dump_lib.DumpError(f'{where}: no initializer {init_name!r} for the {which} projection')
+      raise DumpError(f'{where}: no initializer {init_name!r} for the {which} projection')
     want = dump.projection(which)
     got = values[init_name]
     if got.shape != want.shape or got.tobytes() != want.tobytes():
-      raise dump_lib.DumpError(
+      raise DumpError(
           f'{where}: initializer {init_name!r} is not the {which} projection that the manifest\'s '
           f'generator gives bit-for-bit')

@@ -55,7 +55,7 @@ def main(argv):
   names = list(dict.fromkeys(','.join(_FRAMEWORKS.value).split(',')))
   try:
     path = dump_lib.find_dump(_DUMP.value)
-    config = dump_lib.read_dump(path, verify_onnx=False).config
+    config = dump_lib.read_dump(path).config
     images = labels = None
     if config['kind'] == 'auxiliary':
       if config['image_size'] == 784:

@@ -26,11 +26,12 @@ import numpy as np
 import tensorflow as tf
 
 from export import dump as dump_lib
+from export import manifest as manifest_lib
 from export import onnx_graph
+from models import backends
 from models import build_quine
 from models import projection as projection_lib
 from models.config import ModelConfig
-from models.quine import activation_fn
 
 CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'
@@ -177,58 +178,44 @@ def write_saved_model(model, path):
 # --------------------------------------------------------------------------- ONNX
 
 
-def _onnx_function(config, weights):
-  """A tf.function computing the dump's ONNX interface from constants (names fix initializers)."""
-  c = config.to_dict()
-  specs = dump_lib.projection_specs(c)
-  act, out_act = activation_fn(config.activation), activation_fn(config.output_activation)
-  names = [name for name, _ in dump_lib.canonical_weights(c)]
-  hidden = [name for name in names if name.startswith('hidden_')]
-  units = dump_lib.coordinate_units(c)
-  coordinate = specs['coordinate']
+def _onnx_function(model, weights):
+  """A tf.function computing the dump's ONNX interface from constants (names fix initializers).
+
+  The architecture's forward pass on constant kernels: tf2onnx keeps each kernel, and each
+  projection table, as an initializer named after its constant.
+  """
+  arch = model.architecture
+  backend = backends.tensorflow()
+  coordinate = arch.projections['coordinate']
 
   def kernels():
-    return {name: tf.constant(weights[name], name=name) for name in names}
+    return {name: tf.constant(weights[name], name=name) for name in arch.weight_names}
 
   def coordinate_rows(coordinates):
-    if coordinate['onnx_initializer']:
-      table = tf.constant(dump_lib.projection_rows(
-          coordinate['seed'], np.arange(coordinate['num_rows']), units, coordinate['std']),
-                          name='projection_coordinate')
-      return tf.gather(table, coordinates)
-    return projection_lib.tf_projection(coordinate['seed'], coordinates, units, coordinate['std'])
+    if manifest_lib.onnx_initializer(arch, 'coordinate'):
+      return tf.gather(tf.constant(coordinate.rows(), name='projection_coordinate'), coordinates)
+    return projection_lib.tf_projection(coordinate.seed, coordinates, coordinate.num_columns,
+                                        coordinate.std)
 
-  def trunk(k, h):
-    for name in hidden:
-      h = act(tf.matmul(h, k[name]))
-    return h
-
-  coordinates_spec = tf.TensorSpec([None], tf.int64, name=dump_lib.ONNX_COORDINATES)
-  if config.kind != 'auxiliary':
+  coordinates_spec = tf.TensorSpec([None], tf.int64, name=manifest_lib.ONNX_COORDINATES)
+  if arch.kind != 'auxiliary':
     @tf.function(input_signature=[coordinates_spec])
     def vanilla(coordinates):
-      k = kernels()
-      h = trunk(k, coordinate_rows(coordinates))
-      return {dump_lib.ONNX_PREDICTED_WEIGHTS: out_act(tf.matmul(h, k['weight_head']))[:, 0]}
+      return {manifest_lib.ONNX_PREDICTED_WEIGHTS:
+              arch.predict_weights(backend, kernels(), coordinate_rows(coordinates))}
     return vanilla
 
-  image = specs['image']
-  images_spec = tf.TensorSpec([None, config.image_size], tf.float32, name=dump_lib.ONNX_IMAGES)
+  images_spec = tf.TensorSpec([None, arch.config.image_size], tf.float32,
+                              name=manifest_lib.ONNX_IMAGES)
 
   @tf.function(input_signature=[coordinates_spec, images_spec])
   def auxiliary(coordinates, images):
     k = kernels()
-    rows = coordinate_rows(coordinates)
-    h = tf.concat([rows, tf.zeros([tf.shape(rows)[0], config.width - units])], axis=1)
-    predicted = out_act(tf.matmul(trunk(k, h), k['weight_head']))[:, 0]
-    matrix = tf.constant(dump_lib.projection_rows(
-        image['seed'], np.arange(image['num_rows']), image['num_columns'], image['std']),
-                         name='projection_image')
-    image_part = tf.matmul(images, matrix)
-    h = tf.concat([tf.zeros([tf.shape(image_part)[0], units]), image_part], axis=1)
-    logits = tf.matmul(trunk(k, h), k['class_head']) / config.temperature
-    return {dump_lib.ONNX_PREDICTED_WEIGHTS: predicted, dump_lib.ONNX_LOGITS: logits,
-            dump_lib.ONNX_PROBABILITIES: tf.nn.softmax(logits)}
+    predicted = arch.predict_weights(backend, k, coordinate_rows(coordinates))
+    matrix = tf.constant(arch.projections['image'].rows(), name='projection_image')
+    logits = arch.classify(backend, k, tf.matmul(images, matrix))
+    return {manifest_lib.ONNX_PREDICTED_WEIGHTS: predicted, manifest_lib.ONNX_LOGITS: logits,
+            manifest_lib.ONNX_PROBABILITIES: tf.nn.softmax(logits)}
   return auxiliary
 
 
@@ -247,10 +234,10 @@ def onnx_model(model):
   import tf2onnx  # pylint: disable=g-import-not-at-top  (slow, and only needed here)
   config = model.config
   weights = {name: v.numpy() for name, v in zip(model.weight_names(), model.quine_variables)}
-  fn = _onnx_function(config, weights)
+  fn = _onnx_function(model, weights)
   proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature,
-                                           opset=dump_lib.ONNX_OPSET)
-  interface = dump_lib.onnx_interface(config.to_dict())
+                                           opset=manifest_lib.ONNX_OPSET)
+  interface = manifest_lib.onnx_interface(model.architecture)
   mapping = {f'{name}:0': name for name in weights}
   mapping.update({f'projection_{k}:0': v
                   for k, v in interface['projection_initializers'].items()})
@@ -281,12 +268,12 @@ def _check_against_onnx(model, version_dir):
   import onnxruntime as ort  # pylint: disable=g-import-not-at-top
   n = model.num_weights
   coordinates = np.unique(np.linspace(0, n - 1, min(n, 4096)).astype(np.int64))
-  feeds = {dump_lib.ONNX_COORDINATES: coordinates}
+  feeds = {manifest_lib.ONNX_COORDINATES: coordinates}
   if model.config.kind == 'auxiliary':
-    feeds[dump_lib.ONNX_IMAGES] = np.zeros([0, model.config.image_size], np.float32)
-  session = ort.InferenceSession(os.path.join(version_dir, dump_lib.ONNX_FILE),
+    feeds[manifest_lib.ONNX_IMAGES] = np.zeros([0, model.config.image_size], np.float32)
+  session = ort.InferenceSession(os.path.join(version_dir, manifest_lib.ONNX_FILE),
                                  providers=['CPUExecutionProvider'])
-  got = session.run([dump_lib.ONNX_PREDICTED_WEIGHTS], feeds)[0]
+  got = session.run([manifest_lib.ONNX_PREDICTED_WEIGHTS], feeds)[0]
   want = model.predict_weights(tf.constant(coordinates)).numpy()
   scale = max(float(np.max(np.abs(want))), 1e-12)
   if not np.max(np.abs(got - want)) <= _RTOL * scale:
@@ -333,7 +320,7 @@ def export_model(model, export_base, model_name, version=None, overwrite=False, 
       dump_lib.write_dump_files(
           tmp, model.config.to_dict(), theta, onnx_model(model).SerializeToString(),
           lineage={'generation': 0, 'parent': None, 'built_with': 'tensorflow'}, source=source)
-      dump_lib.read_dump(tmp, verify_onnx=True)
+      dump_lib.read_dump(tmp)
       _check_against_onnx(model, tmp)
   except FileExistsError as e:
     raise ExportError(str(e)) from e

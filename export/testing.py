@@ -40,8 +40,7 @@ def make_workdir(workdir, config, scale=1.0):
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     json.dump({'model': config.to_dict(), 'num_weights': config.num_weights}, f)
-  # Saved as the trainers save it: with an optimizer built on the weights in canonical order
-  # (the only path to the hidden kernels, which the model does not track itself).
+  # Saved as the trainers save it: with an optimizer built on the weights in canonical order.
   optimizer = keras.optimizers.Adamax()
   optimizer.build(model.quine_variables)
   checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)

@@ -1,6 +1,17 @@
-"""Quine models: the networks and their canonical weight order. Nothing about training."""
+"""Quine models: the networks, their one architecture description, and their canonical weight order.
+
+Nothing about training. The NumPy-only modules (`models.config`, `models.activations`,
+`models.generator`, `models.architecture`, `models.backends`) import without TensorFlow; the Keras
+models (`VanillaQuine`, `AuxiliaryQuine`, `build_quine`) import it when first used.
+"""
 
 from models.config import ModelConfig
-from models.quine import AuxiliaryQuine, VanillaQuine, build_quine
 
 __all__ = ['ModelConfig', 'VanillaQuine', 'AuxiliaryQuine', 'build_quine']
+
+
+def __getattr__(name):  # PEP 562: the Keras models (and TensorFlow) only when asked for
+  if name in ('VanillaQuine', 'AuxiliaryQuine', 'build_quine'):
+    from models import quine  # pylint: disable=g-import-not-at-top
+    return getattr(quine, name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -7,8 +7,9 @@ workdir's `config.json` without importing any training code.
 import dataclasses
 import math
 
+from models import activations
+
 KINDS = ('vanilla', 'auxiliary')
-ACTIVATIONS = ('selu', 'relu', 'tanh', 'linear')
 INITS = ('paper_uniform', 'he_normal')
 
 # uniform(+-1/sqrt(100)) has std 0.1/sqrt(3) ~= 0.0577: the projection matches the weights' scale.
@@ -21,6 +22,7 @@ PAPER_IMAGE_PROJECTION_STD = 0.05 / math.sqrt(3.0)
 
 _AUXILIARY_FIELDS = ('coordinate_units', 'image_size', 'num_classes', 'temperature',
                      'image_projection_std')
+_ACTIVATION_PARAMS = ('frequency',)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +35,8 @@ class ModelConfig:
     num_hidden: number of learnable d x d hidden matrices (the paper: 2).
     activation: activation after each hidden matrix.
     output_activation: activation of the weight-prediction output.
+    frequency: omega of the `sin` activation, sin(omega * x) (SIREN's w0); recorded only when an
+      activation uses it.
     init: 'paper_uniform' (uniform(+-1/sqrt(fan_in)), matches the paper's initial losses) or
       'he_normal' (what the paper's text says).
     init_seed: seed of the weight initialisation.
@@ -51,6 +55,7 @@ class ModelConfig:
   num_hidden: int = 2
   activation: str = 'selu'
   output_activation: str = 'linear'
+  frequency: float = 1.0
   init: str = 'paper_uniform'
   init_seed: int = 0
   projection_seed: int = 0
@@ -77,8 +82,10 @@ class ModelConfig:
       if getattr(self, name) <= 0:
         raise ValueError(f'{name}={getattr(self, name)} must be positive')
     for name in ('activation', 'output_activation'):
-      if getattr(self, name) not in ACTIVATIONS:
-        raise ValueError(f'{name}={getattr(self, name)!r} is not one of {ACTIVATIONS}')
+      if getattr(self, name) not in activations.names():
+        raise ValueError(f'{name}={getattr(self, name)!r} is not one of {activations.names()}')
+    if not (math.isfinite(self.frequency) and self.frequency > 0):
+      raise ValueError(f'frequency={self.frequency} must be a positive finite number')
     if self.init not in INITS:
       raise ValueError(f'init={self.init!r} is not one of {INITS}')
     if not 0 <= self.projection_seed < 2**32 - 1:
@@ -97,11 +104,20 @@ class ModelConfig:
       raise ValueError(f'{self.num_weights} weights do not fit 32-bit coordinates')
     return self
 
+  def activation_params(self):
+    """The fields that the activations read (e.g. frequency for sin)."""
+    return sorted({p for name in (self.activation, self.output_activation)
+                   for p in activations.get(name).params})
+
   def to_dict(self):
-    """The fields that matter for this kind (a vanilla quine has no image or class fields)."""
+    """The fields that matter for this quine (a vanilla quine has no image or class fields,
+    a quine without sin no frequency)."""
     d = dataclasses.asdict(self)
     if self.kind == 'vanilla':
       for name in _AUXILIARY_FIELDS:
+        del d[name]
+    for name in _ACTIVATION_PARAMS:
+      if name not in self.activation_params():
         del d[name]
     return d
 

@@ -5,9 +5,11 @@ which is not a weight) to an estimate of weight c. Its "self" is the flat vector
 trainable weights in a canonical order; `flatten()` and `assign_flat()` convert between theta and
 the layers, and coordinate c means theta[c].
 
-Canonical order: the hidden kernels `hidden_1 ... hidden_k` ([in, out], row-major), then the weight
-head `weight_head` ([width, 1]), then (auxiliary quines) the class head `class_head`
-([width, num_classes]). No biases.
+The layers, their order and the forward pass are those of `models.architecture.Architecture`
+(the one definition every framework and exporter shares); the Keras model holds the kernels as
+Dense layers named after the canonical weights (`hidden_1 ... hidden_k`, `weight_head`,
+`class_head`), which fixes the checkpoint keys, and runs the architecture's forward pass on them
+with the TensorFlow backend.
 """
 
 import math
@@ -16,16 +18,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from models import backends
 from models import projection as projection_lib
+from models.architecture import Architecture
 from models.config import ModelConfig
-
-_ACTIVATIONS = {'selu': tf.nn.selu, 'relu': tf.nn.relu, 'tanh': tf.math.tanh,
-                'linear': tf.identity}
-
-
-def activation_fn(name):
-  """The activation function called `name` in a ModelConfig."""
-  return _ACTIVATIONS[name]
 
 
 def _initializer(config, fan_in, index):
@@ -37,55 +33,51 @@ def _initializer(config, fan_in, index):
 
 
 class _Quine(keras.Model):
-  """Shared machinery: hidden stack, weight head, canonical weight order."""
+  """Shared machinery: one Dense kernel per canonical weight, the canonical weight order."""
 
   def __init__(self, config: ModelConfig, **kwargs):
     super().__init__(**kwargs)
     self.config = config.validate()
-    self._activation = activation_fn(config.activation)
-    self._output_activation = activation_fn(config.output_activation)
-    w = config.width
+    self.architecture = Architecture(config)
+    self._backend = backends.tensorflow()
+    spec = self.architecture.projections['coordinate']
     self.coordinate_projection = projection_lib.Projection(
-        config.projection_seed, config.num_weights, self._coordinate_units, config.projection_std)
-    self.hidden = [
-        keras.layers.Dense(w, use_bias=False, kernel_initializer=_initializer(config, w, i),
-                           name=f'hidden_{i + 1}')
-        for i in range(config.num_hidden)]
-    for layer in self.hidden:
-      # Attributes, not only list items: tf.train.Checkpoint does not follow a Keras model's
-      # Python lists, and the layer names are the checkpoint keys (hidden_1, hidden_2, ...).
-      setattr(self, layer.name, layer)
-    self.weight_head = keras.layers.Dense(
-        1, use_bias=False, kernel_initializer=_initializer(config, w, config.num_hidden),
-        name='weight_head')
+        spec.seed, spec.num_rows, spec.num_columns, spec.std)
+    self._quine_layers = []
+    for index, (name, shape) in enumerate(self.architecture.weights):
+      layer = keras.layers.Dense(
+          shape[1], use_bias=False, kernel_initializer=_initializer(config, shape[0], index),
+          name=name)
+      layer.build((None, shape[0]))
+      # An attribute per layer: the attribute names are the checkpoint keys (hidden_1, ...).
+      setattr(self, name, layer)
+      self._quine_layers.append(layer)
+    self.built = True
 
   @property
-  def _coordinate_units(self):
-    return self.config.width
+  def hidden(self):
+    return self._quine_layers[:self.config.num_hidden]
 
   @property
   def num_weights(self):
     return self.config.num_weights
 
   def build_weights(self):
-    """Creates the variables (Keras builds lazily) so that theta exists before any call."""
-    w = self.config.width
-    for layer in self.hidden:
-      if not layer.built:
-        layer.build((None, w))
-    if not self.weight_head.built:
-      self.weight_head.build((None, w))
-    self.built = True
+    """The variables exist from construction on; kept so that callers can chain it."""
     return self
 
   @property
   def quine_variables(self):
     """The trainable variables in canonical order."""
-    return [layer.kernel for layer in self.hidden] + [self.weight_head.kernel]
+    return [layer.kernel for layer in self._quine_layers]
 
   def weight_names(self):
     """Canonical names (the layer names) matching `quine_variables`."""
-    return [v.path.split('/')[0] for v in self.quine_variables]
+    return self.architecture.weight_names
+
+  def kernels(self):
+    """{canonical name: kernel variable}, what the architecture's forward pass reads."""
+    return dict(zip(self.architecture.weight_names, self.quine_variables))
 
   def flatten(self):
     """theta: all trainable weights as one float32 vector [N] in canonical order."""
@@ -102,13 +94,10 @@ class _Quine(keras.Model):
     for v, value in zip(self.quine_variables, self.unflatten(theta)):
       v.assign(value)
 
-  def _trunk(self, h):
-    for layer in self.hidden:
-      h = self._activation(layer(h))
-    return h
-
-  def _weight_output(self, h):
-    return self._output_activation(self.weight_head(h))[:, 0]
+  def predict_weights(self, coordinates):
+    """Predicted weights [B] for integer coordinates [B] (an auxiliary quine: zero image)."""
+    return self.architecture.predict_weights(
+        self._backend, self.kernels(), self.coordinate_projection.rows(coordinates))
 
 
 class VanillaQuine(_Quine):
@@ -116,10 +105,7 @@ class VanillaQuine(_Quine):
 
   def call(self, coordinates):
     """Predicted weights [B] for integer coordinates [B]."""
-    return self._weight_output(self._trunk(self.coordinate_projection.rows(coordinates)))
-
-  def predict_weights(self, coordinates):
-    return self(coordinates)
+    return self.predict_weights(coordinates)
 
 
 class AuxiliaryQuine(_Quine):
@@ -136,54 +122,28 @@ class AuxiliaryQuine(_Quine):
 
   def __init__(self, config: ModelConfig, **kwargs):
     super().__init__(config, **kwargs)
-    c = config
+    spec = self.architecture.projections['image']
     self.image_projection = projection_lib.Projection(
-        c.projection_seed + 1, c.image_size, c.width - c.coordinate_units, c.image_projection_std)
+        spec.seed, spec.num_rows, spec.num_columns, spec.std)
     self._image_matrix = tf.constant(self.image_projection.matrix())
-    self.class_head = keras.layers.Dense(
-        c.num_classes, use_bias=False,
-        kernel_initializer=_initializer(c, c.width, c.num_hidden + 1), name='class_head')
 
-  @property
-  def _coordinate_units(self):
-    return self.config.coordinate_units
-
-  def build_weights(self):
-    super().build_weights()
-    if not self.class_head.built:
-      self.class_head.build((None, self.config.width))
-    return self
-
-  @property
-  def quine_variables(self):
-    return super().quine_variables + [self.class_head.kernel]
-
-  def _heads(self, coordinate_part, image_part):
-    h = self._trunk(tf.concat([coordinate_part, image_part], axis=-1))
-    return self._weight_output(h), self.class_head(h) / self.config.temperature
+  def _image_part(self, images):
+    images = tf.reshape(tf.cast(images, tf.float32), [-1, self.config.image_size])
+    return tf.matmul(images, self._image_matrix)
 
   def call(self, inputs):
     """(coordinates [B], images [B, image_size]) -> (predicted weights [B], logits [B, classes])."""
     coordinates, images = inputs
-    images = tf.reshape(tf.cast(images, tf.float32), [-1, self.config.image_size])
-    return self._heads(self.coordinate_projection.rows(coordinates),
-                       tf.matmul(images, self._image_matrix))
-
-  def predict_weights(self, coordinates):
-    """Predicted weights [B] for coordinates [B], paired with a zero image."""
-    rows = self.coordinate_projection.rows(coordinates)
-    image_part = tf.zeros([tf.shape(rows)[0], self.config.width - self.config.coordinate_units])
-    return self._heads(rows, image_part)[0]
+    return self.architecture.heads(self._backend, self.kernels(),
+                                   self.coordinate_projection.rows(coordinates),
+                                   self._image_part(images))
 
   def classify(self, images):
     """Logits [B, classes] (already divided by the temperature) with a zero coordinate part."""
-    images = tf.reshape(tf.cast(images, tf.float32), [-1, self.config.image_size])
-    image_part = tf.matmul(images, self._image_matrix)
-    coordinate_part = tf.zeros([tf.shape(image_part)[0], self.config.coordinate_units])
-    return self._heads(coordinate_part, image_part)[1]
+    return self.architecture.classify(self._backend, self.kernels(), self._image_part(images))
 
 
 def build_quine(config: ModelConfig):
   """The quine described by `config`, with its variables created."""
   cls = AuxiliaryQuine if config.kind == 'auxiliary' else VanillaQuine
-  return cls(config, name=f'{config.kind}_quine').build_weights()
+  return cls(config, name=f'{config.kind}_quine')

@@ -17,7 +17,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import flags  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from models import projection as projection_lib  # pylint: disable=g-import-not-at-top
+from models import generator  # pylint: disable=g-import-not-at-top
 from models.config import ModelConfig  # pylint: disable=g-import-not-at-top
 
 # absltest's create_tempdir() reads --test_tmpdir; under pytest nobody parses absl flags, so take
@@ -56,6 +56,13 @@ NUMPY_ACTIVATIONS = {
 }
 
 
+def numpy_activation(name, config):
+  """The oracle's activation `name` of `config` (sin reads the config's frequency)."""
+  if name == 'sin':
+    return lambda x: np.sin(config.frequency * x)
+  return NUMPY_ACTIVATIONS[name]
+
+
 def tiny_model_config(**overrides):
   """A vanilla quine of width 4: N = 2 * 4 * 4 + 4 = 36 weights."""
   return dataclasses.replace(ModelConfig(width=4), **overrides)
@@ -88,14 +95,14 @@ def numpy_kernels(model):
 def projection_matrix(config):
   """The coordinate projection as an explicit [N, units] matrix, from the NumPy reference."""
   units = config.coordinate_units if config.kind == 'auxiliary' else config.width
-  return projection_lib.numpy_projection(
+  return generator.projection_rows(
       config.projection_seed, np.arange(config.num_weights), units, config.projection_std
   ).astype(np.float64)
 
 
 def image_matrix(config):
   """The auxiliary quine's image projection [image_size, width - coordinate_units]."""
-  return projection_lib.numpy_projection(
+  return generator.projection_rows(
       config.projection_seed + 1, np.arange(config.image_size),
       config.width - config.coordinate_units, config.image_projection_std).astype(np.float64)
 
@@ -115,11 +122,11 @@ def numpy_heads(config, kernels, inputs):
 
   The logits are divided once by the temperature.
   """
-  act = NUMPY_ACTIVATIONS[config.activation]
+  act = numpy_activation(config.activation, config)
   h = inputs
   for w in kernels[:config.num_hidden]:
     h = act(h @ w)
-  weights = NUMPY_ACTIVATIONS[config.output_activation](h @ kernels[config.num_hidden])[:, 0]
+  weights = numpy_activation(config.output_activation, config)(h @ kernels[config.num_hidden])[:, 0]
   logits = None
   if config.kind == 'auxiliary':
     logits = h @ kernels[config.num_hidden + 1] / config.temperature

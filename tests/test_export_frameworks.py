@@ -18,7 +18,7 @@ from export import frameworks
 from export import replication
 from export import saved_model
 from export import testing
-from models import projection as projection_lib
+from models import generator
 
 
 class ReplicaTest(tf.test.TestCase, parameterized.TestCase):
@@ -74,14 +74,14 @@ class ReplicaTest(tf.test.TestCase, parameterized.TestCase):
   def test_torch_projection_is_bit_identical(self):
     rows = np.array([0, 1, 2, 12345, 2**31 - 1, 2**31, 2**32 - 1], np.int64)
     for seed, columns, std in ((0, 5, 0.0577), (2**32 - 2, 3, 1.0), (7, 100, 0.01)):
-      want = projection_lib.numpy_projection(seed, rows, columns, std)
+      want = generator.projection_rows(seed, rows, columns, std)
       got = frameworks.torch_projection(seed, torch.from_numpy(rows), columns, std).numpy()
       self.assertEqual(got.dtype, np.float32)
       self.assertEqual(got.tobytes(), want.tobytes())
 
   def test_onnx_graph_can_hash_the_projection_itself(self):
     base = self.create_tempdir().full_path
-    with mock.patch.object(dump_lib, 'MAX_TABLE_ENTRIES', 0):  # as for a huge quine
+    with mock.patch.object(generator, 'MAX_TABLE_ENTRIES', 0):  # as for a huge quine
       path = saved_model.export_model(self.models['vanilla'], base, 'hashed')
     dump = dump_lib.read_dump(path)
     self.assertIsNone(dump.manifest['projections']['coordinate']['onnx_initializer'])

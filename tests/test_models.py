@@ -60,6 +60,7 @@ class ModelConfigTest(tf.test.TestCase, parameterized.TestCase):
        'coordinate_units'),
       ('temperature', dict(kind='auxiliary', width=4, coordinate_units=2, temperature=0.0),
        'temperature'),
+      ('frequency', dict(activation='sin', frequency=float('nan')), 'frequency'),
   )
   def test_validate_names_the_bad_field(self, overrides, field):
     with self.assertRaisesRegex(ValueError, field):
@@ -68,9 +69,16 @@ class ModelConfigTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.named_parameters(
       ('vanilla', tiny_model_config(init='he_normal', projection_seed=3)),
       ('auxiliary', tiny_aux_config()),
+      ('sin', tiny_model_config(activation='sin', frequency=30.0)),
   )
   def test_dict_round_trip(self, config):
     self.assertEqual(ModelConfig.from_dict(config.to_dict()), config)
+
+  def test_frequency_is_recorded_only_where_an_activation_reads_it(self):
+    # Configs of quines without sin stay as they were (their workdirs resume unchanged).
+    self.assertNotIn('frequency', tiny_model_config().to_dict())
+    self.assertEqual(tiny_model_config(output_activation='sin', frequency=2.0).to_dict()
+                     ['frequency'], 2.0)
 
   def test_from_dict_rejects_unknown_fields(self):
     d = dict(tiny_model_config().to_dict(), depth=3)
@@ -165,6 +173,8 @@ class QuineTest(tf.test.TestCase, parameterized.TestCase):
       ('tanh_three_hidden', tiny_model_config(activation='tanh', num_hidden=3, width=3)),
       ('relu_tanh_out', tiny_model_config(activation='relu', output_activation='tanh')),
       ('he_normal_seeded', tiny_model_config(init='he_normal', init_seed=2, projection_seed=9)),
+      ('sin_tanh_out', tiny_model_config(activation='sin', frequency=3.0,
+                                         output_activation='tanh')),
   )
   def test_vanilla_forward_matches_numpy(self, config):
     model = build_quine(config)

@@ -6,6 +6,7 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from models import generator
 from models import projection
 
 
@@ -41,7 +42,7 @@ class ProjectionTest(tf.test.TestCase, parameterized.TestCase):
   )
   def test_numpy_reference_matches_the_spec(self, seed, num_columns, std):
     rows = np.array([0, 1, 2, 999, 2**31 - 1, 2**32 - 1], np.int64)
-    got = projection.numpy_projection(seed, rows, num_columns, std)
+    got = generator.projection_rows(seed, rows, num_columns, std)
     want = np.array([[_spec_entry(seed, int(r), c, std) for c in range(num_columns)]
                      for r in rows], np.float32)
     self.assertEqual(got.dtype, np.float32)
@@ -58,7 +59,7 @@ class ProjectionTest(tf.test.TestCase, parameterized.TestCase):
     if dtype == tf.int64:
       rows = np.append(rows, [2**31, 2**32 - 1])
     got = projection.tf_projection(seed, tf.constant(rows, dtype), num_columns, std)
-    want = projection.numpy_projection(seed, rows, num_columns, std)
+    want = generator.projection_rows(seed, rows, num_columns, std)
     self.assertEqual(got.dtype, tf.float32)
     np.testing.assert_array_equal(_bits(got.numpy()), _bits(want))
 
@@ -66,7 +67,7 @@ class ProjectionTest(tf.test.TestCase, parameterized.TestCase):
     rows = tf.range(50)
     fn = tf.function(lambda r: projection.tf_projection(3, r, 11, 0.2))
     np.testing.assert_array_equal(
-        _bits(fn(rows).numpy()), _bits(projection.numpy_projection(3, np.arange(50), 11, 0.2)))
+        _bits(fn(rows).numpy()), _bits(generator.projection_rows(3, np.arange(50), 11, 0.2)))
 
   def test_hashed_path_equals_materialised_table(self):
     table = projection.Projection(seed=5, num_rows=40, num_columns=6, std=0.1)
@@ -88,7 +89,7 @@ class ProjectionTest(tf.test.TestCase, parameterized.TestCase):
     rows = np.array([0, 1, 2, 4095, 4999, 1234, 1234], np.int32)
     np.testing.assert_array_equal(
         _bits(hashed.rows(tf.constant(rows)).numpy()),
-        _bits(projection.numpy_projection(9, rows, 37, 0.3)))
+        _bits(generator.projection_rows(9, rows, 37, 0.3)))
     inside = tf.function(lambda r: hashed.rows(r) * 1.0)  # called from a plain graph too
     np.testing.assert_array_equal(_bits(inside(tf.range(5000)).numpy()), _bits(hashed.matrix()))
 
@@ -98,7 +99,7 @@ class ProjectionTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters(0.0577, 1.0, 3.0)
   def test_entries_have_zero_mean_and_requested_std(self, std):
-    m = projection.numpy_projection(11, np.arange(2000), 64, std).astype(np.float64)
+    m = generator.projection_rows(11, np.arange(2000), 64, std).astype(np.float64)
     # 128,000 uniform entries: the sample mean's standard error is std / 358.
     self.assertLess(abs(m.mean()), 0.02 * std)
     self.assertAllClose(m.std(), std, rtol=0.01)
@@ -107,12 +108,12 @@ class ProjectionTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLess(m.max(), math.sqrt(3.0) * std)
 
   def test_different_seeds_differ(self):
-    a = projection.numpy_projection(0, np.arange(100), 8, 0.1)
-    b = projection.numpy_projection(1, np.arange(100), 8, 0.1)
+    a = generator.projection_rows(0, np.arange(100), 8, 0.1)
+    b = generator.projection_rows(1, np.arange(100), 8, 0.1)
     self.assertLess(np.mean(a == b), 0.01)
 
   def test_rows_and_columns_differ(self):
-    m = projection.numpy_projection(0, np.arange(100), 8, 0.1)
+    m = generator.projection_rows(0, np.arange(100), 8, 0.1)
     self.assertLen(np.unique(m), m.size)  # no repeated entry in 800 draws from 2**24 levels
 
   def test_projection_is_deterministic(self):

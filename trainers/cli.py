@@ -13,7 +13,8 @@ from absl import logging
 import tensorflow as tf
 
 from export import saved_model
-from models.config import ACTIVATIONS, INITS
+from models import activations
+from models.config import INITS
 from trainers import configs
 from trainers import strategies
 from trainers import train_lib
@@ -34,7 +35,12 @@ SEED = flags.DEFINE_integer('seed', None,
                             'Seed of the weight initialisation, the shuffling and the noise.')
 WIDTH = flags.DEFINE_integer('width', None, 'Hidden units (every hidden matrix is width^2).')
 NUM_HIDDEN = flags.DEFINE_integer('num_hidden', None, 'Number of hidden width x width matrices.')
-ACTIVATION = flags.DEFINE_enum('activation', None, ACTIVATIONS, 'Hidden activation.')
+ACTIVATION = flags.DEFINE_enum('activation', None, activations.names(),
+                               'Hidden activation (models/activations.py).')
+OUTPUT_ACTIVATION = flags.DEFINE_enum('output_activation', None, activations.names(),
+                                      'Activation of the weight-prediction output.')
+FREQUENCY = flags.DEFINE_float('frequency', None,
+                               'omega of the sin activation, sin(omega * x) (SIREN\'s w0).')
 INIT = flags.DEFINE_enum('init', None, INITS, 'Weight initialisation.')
 SOLVER_STEPS = flags.DEFINE_integer('solver_steps', None,
                                     'Levenberg-Marquardt iterations of --method=fixed_point.')
@@ -85,7 +91,8 @@ def config_from_flags(presets, default_preset, **extra_overrides):
   """
   config = configs.get_preset(PRESET.value or default_preset, presets)
   model_overrides = {'width': WIDTH.value, 'num_hidden': NUM_HIDDEN.value, 'init': INIT.value,
-                     'activation': ACTIVATION.value, 'init_seed': SEED.value}
+                     'activation': ACTIVATION.value, 'output_activation': OUTPUT_ACTIVATION.value,
+                     'frequency': FREQUENCY.value, 'init_seed': SEED.value}
   model = dataclasses.replace(
       config.model, **{k: v for k, v in model_overrides.items() if v is not None})
   overrides = {

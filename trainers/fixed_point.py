@@ -21,8 +21,9 @@ Three things make this work where plain Newton does not:
 * Smoothing continuation. SELU's slope jumps from 1.758 to 1.051 at 0, and with N * width
   pre-activations some always sit near the kink: LM on the real network stalls at rho ~1e-4..1e-3
   (a tanh quine, which is smooth, converges to rho ~1e-12). The solver first solves the quine with
-  the kink rounded off over a width beta (`smooth_selu`), then shrinks beta stage by stage to 0,
-  each stage starting from the previous solution.
+  the kink rounded off over a width beta (the activation registry's `smooth` form), then shrinks
+  beta stage by stage to 0, each stage starting from the previous solution. Smooth activations
+  (tanh, sin, linear) skip the continuation.
 
 `FixedPointSolver` runs one LM iteration per `step()` on a Keras `VanillaQuine` and writes the
 iterate back into it; `solve()` loops it for scripts.
@@ -35,7 +36,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from models import quine as quine_lib
+from models import backends
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +46,9 @@ class SolverConfig:
   Attributes:
     dtype: 'float32' (default; ~2.5x faster than float64 at width 100 and enough for rho down to
       ~1e-10) or 'float64' (for polishing further).
-    smoothing_schedule: the continuation: kink widths beta of `smooth_selu`, one stage each, the
-      last 0.0 (the quine's real activation). Empty or (0.0,) means no smoothing.
+    smoothing_schedule: the continuation: kink widths beta of the kinked activations' `smooth`
+      forms, one stage each, the last 0.0 (the quine's real activations). Empty or (0.0,) means
+      no smoothing; a quine without kinked activations ignores it.
     advance_rho: a stage ends once rho (under that stage's beta) is at most this.
     search_steps: most LM steps of the first stage (the global search from the initial weights).
     stage_steps: most LM steps of every later stage except the last (which runs until the caller
@@ -89,36 +91,33 @@ class SolverConfig:
   quine_steps: int = 60
 
 
-_SELU_ALPHA = 1.6732632423543772848170429916717
-_SELU_SCALE = 1.0507009873554804934193349852946
+class _SolverBackend(backends.TensorFlowBackend):
+  """The TensorFlow backend with every kinked activation smoothed over beta (None: the real one)."""
+
+  def __init__(self, beta=None):
+    super().__init__()
+    self.beta = beta
+
+  def activate(self, activation, x, params):
+    if self.beta is not None and activation.kinked:
+      return activation.smooth(x, self.beta, params)
+    return activation.tensorflow(x, params)
 
 
-def smooth_selu(x, beta):
-  """SELU with its kink at 0 rounded off over a width ~beta (beta > 0); -> tf.nn.selu as beta -> 0.
-
-  max(x, 0) and min(x, 0) become beta * softplus(+-x / beta), so the derivative is continuous
-  (SELU's jumps from 1.76 to 1.05 at 0, which stalls every Newton-type method on rho).
-  """
-  pos = beta * tf.nn.softplus(x / beta)
-  neg = -beta * tf.nn.softplus(-x / beta)
-  return _SELU_SCALE * (pos + _SELU_ALPHA * tf.math.expm1(neg))
-
-
-def _layer_setup(model, dtype):
-  """(projection rows of all N coordinates, activation, output activation, theta -> kernels)."""
-  config = model.config
-  if config.kind != 'vanilla':
+def _setup(model, dtype):
+  """(architecture, projection rows of all N coordinates, theta -> {name: kernel})."""
+  arch = model.architecture
+  if arch.kind != 'vanilla':
     raise ValueError('the fixed-point solver handles vanilla quines only')
-  n, d = config.num_weights, config.width
-  rows = tf.cast(model.coordinate_projection.rows(tf.range(n)), dtype)
-  shapes = [(d, d)] * config.num_hidden + [(d, 1)]
+  rows = tf.cast(model.coordinate_projection.rows(tf.range(arch.num_weights)), dtype)
+  names = arch.weight_names
+  shapes = [shape for _, shape in arch.weights]
   sizes = [a * b for a, b in shapes]
 
   def kernels(theta):
-    return [tf.reshape(p, s) for p, s in zip(tf.split(theta, sizes), shapes)]
+    return {name: tf.reshape(p, s) for name, p, s in zip(names, tf.split(theta, sizes), shapes)}
 
-  return (rows, quine_lib.activation_fn(config.activation),
-          quine_lib.activation_fn(config.output_activation), kernels)
+  return arch, rows, kernels
 
 
 def make_forward(model, dtype=tf.float64):
@@ -130,18 +129,14 @@ def make_forward(model, dtype=tf.float64):
 
   Returns:
     A Python function `forward(theta, beta=None)`, traceable by tf.function and differentiable in
-    both modes. With beta None it equals `model.predict_weights(tf.range(N))` when theta is the
-    model's `flatten()`; with a scalar tensor beta > 0 (SELU quines only) every hidden activation
-    is `smooth_selu(., beta)`.
+    both modes: the architecture's forward pass (`models.architecture`). With beta None it equals
+    `model.predict_weights(tf.range(N))` when theta is the model's `flatten()`; with a scalar
+    tensor beta > 0 every kinked activation is its registry entry's `smooth(., beta)`.
   """
-  rows, act, out_act, kernels = _layer_setup(model, dtype)
+  arch, rows, kernels = _setup(model, dtype)
 
   def forward(theta, beta=None):
-    ks = kernels(theta)
-    h = rows
-    for w in ks[:-1]:
-      h = act(tf.matmul(h, w)) if beta is None else smooth_selu(tf.matmul(h, w), beta)
-    return out_act(tf.matmul(h, ks[-1]))[:, 0]
+    return arch.predict_weights(_SolverBackend(beta), kernels(theta), rows)
 
   return forward
 
@@ -159,11 +154,12 @@ def make_linearization(model, dtype=tf.float64):
 
   Returns:
     (linearize, jvp, vjp), tf.functions: `linearize(theta, beta, smooth)` -> (y, inputs, slopes)
-    where y = f_theta(C), inputs[l] is the input of layer l and slopes[l] the activation's
-    derivative at its pre-activation (smooth: Python bool, whether to use `smooth_selu(., beta)`);
-    `jvp(theta, inputs, slopes, v)` = J v; `vjp(theta, inputs, slopes, w)` = J^T w.
+    where y = f_theta(C), inputs[l] is the input of layer l of the architecture's weight path and
+    slopes[l] the activation's derivative at its pre-activation (smooth: Python bool, whether the
+    kinked activations are smoothed over beta); `jvp(theta, inputs, slopes, v)` = J v;
+    `vjp(theta, inputs, slopes, w)` = J^T w.
   """
-  rows, act, out_act, kernels = _layer_setup(model, dtype)
+  arch, rows, kernels = _setup(model, dtype)
 
   def value_and_slope(fn, z):
     with tf.GradientTape() as tape:
@@ -171,33 +167,33 @@ def make_linearization(model, dtype=tf.float64):
       a = fn(z)
     return a, tape.gradient(a, z)  # elementwise: the gradient of the sum is the derivative
 
+  def path(theta):
+    ws = kernels(theta)
+    return [ws[name] for name, _ in arch.weight_path]
+
   @tf.function
   def linearize(theta, beta, smooth):
-    ws = kernels(theta)
-    hidden_act = (lambda z: smooth_selu(z, beta)) if smooth else act
+    backend = _SolverBackend(beta if smooth else None)
     inputs, slopes = [], []
     h = rows
-    for w in ws[:-1]:
+    for w, (_, act) in zip(path(theta), arch.weight_path):
       inputs.append(h)
-      h, slope = value_and_slope(hidden_act, tf.matmul(h, w))
+      h, slope = value_and_slope(lambda z, act=act: backend.activate(act, z, arch.params),
+                                 tf.matmul(h, w))
       slopes.append(slope)
-    inputs.append(h)
-    y, slope = value_and_slope(out_act, tf.matmul(h, ws[-1]))
-    slopes.append(slope)
-    return y[:, 0], inputs, slopes
+    return h[:, 0], inputs, slopes
 
   @tf.function
   def jvp(theta, inputs, slopes, v):
-    ws, vs = kernels(theta), kernels(v)
     dh = None  # the projection rows do not depend on theta
-    for w, vw, h, slope in zip(ws, vs, inputs, slopes):
+    for w, vw, h, slope in zip(path(theta), path(v), inputs, slopes):
       dz = tf.matmul(h, vw) if dh is None else tf.matmul(dh, w) + tf.matmul(h, vw)
       dh = slope * dz
     return dh[:, 0]
 
   @tf.function
   def vjp(theta, inputs, slopes, w_out):
-    ws = kernels(theta)
+    ws = path(theta)
     grads = [None] * len(ws)
     dh = w_out[:, None]
     for i in reversed(range(len(ws))):
@@ -214,8 +210,8 @@ class FixedPointSolver(tf.Module):
   """Finds theta with f_theta(C) = theta, starting from (and writing back to) `model`'s weights.
 
   One `step()` is one Levenberg-Marquardt iteration on the normalised residual of the current
-  continuation stage (activation `smooth_selu(., beta)` for the stage's beta, the real activation
-  in the last stage). The solver is deterministic given the model's weights; its only state besides
+  continuation stage (kinked activations smoothed over the stage's beta, the real activations in
+  the last stage). The solver is deterministic given the model's weights; its only state besides
   them is `damping`, `stage` and `stage_step` (tf.Variables: `tf.train.Checkpoint(solver=solver)`
   saves and restores them; so do `state_dict` / `load_state_dict`).
   """
@@ -227,8 +223,8 @@ class FixedPointSolver(tf.Module):
     schedule = tuple(config.smoothing_schedule) or (0.0,)
     if schedule[-1] != 0.0:
       schedule += (0.0,)
-    if model.config.activation != 'selu' and schedule != (0.0,):
-      raise ValueError('smoothing_schedule needs a SELU quine; pass smoothing_schedule=()')
+    if not model.architecture.kinked:
+      schedule = (0.0,)  # nothing to smooth: the continuation is for kinked activations only
     self.schedule = schedule
     # (kink width, generations) of each stage: the continuation solves the quine condition alone;
     # a lineage (generations > 1) is a last stage that starts from its solution (from the initial
