@@ -1,5 +1,7 @@
 """Tests of models/activations.py: every registered form agrees, kinks are smoothed, registration."""
 
+import os
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
@@ -53,3 +55,49 @@ class RegistryTest(tf.test.TestCase, parameterized.TestCase):
 
 if __name__ == '__main__':
   absltest.main()
+
+
+class RegisteredInTheTestTest(tf.test.TestCase):
+  """One `register` call is all a new activation needs: train, export, replicate in four frameworks.
+
+  Swish (x * sigmoid(x)) is registered here only; nothing outside this test knows it.
+  """
+
+  def setUp(self):
+    super().setUp()
+    activations.register(activations.Activation(
+        name='toy_swish',
+        formula='x * sigmoid(x)',
+        tensorflow=lambda x, p: x * tf.math.sigmoid(x),
+        numpy=lambda x, p: x / (np.float32(1) + np.exp(-x)),
+        torch=lambda x, p: x * torch.sigmoid(x),
+        onnx_ops=('Sigmoid',)))
+    self.addCleanup(activations.unregister, 'toy_swish')
+
+  def test_train_export_replicate(self):
+    import dataclasses  # pylint: disable=g-import-not-at-top
+    from export import dump as dump_lib  # pylint: disable=g-import-not-at-top
+    from export import report  # pylint: disable=g-import-not-at-top
+    from export import saved_model  # pylint: disable=g-import-not-at-top
+    from trainers import configs  # pylint: disable=g-import-not-at-top
+    from trainers import train_lib  # pylint: disable=g-import-not-at-top
+    root = self.create_tempdir().full_path
+    tiny = configs.PRESETS['tiny']
+    config = dataclasses.replace(
+        tiny, method='fixed_point', solver_steps=40,
+        model=dataclasses.replace(tiny.model, activation='toy_swish'))
+    record = train_lib.run(config, os.path.join(root, 'wd'))
+    self.assertEqual(record['status'], 'finished')
+    self.assertLess(record['rho'], 1e-3)  # the solver ran on the new activation's forward pass
+    path = saved_model.export_workdir(os.path.join(root, 'wd'), os.path.join(root, 'e'), 'toy')
+    manifest = dump_lib.read_dump(path).manifest
+    self.assertEqual(manifest['architecture']['activations'],
+                     {'linear': 'x', 'toy_swish': 'x * sigmoid(x)'})
+    self.assertIn('Sigmoid', manifest['onnx']['activation_ops'])
+    result = report.run(path, generations=2, output_dir=os.path.join(root, 'r'),
+                        log=lambda *a: None)
+    self.assertTrue(result['agrees'])
+    self.assertEqual(sorted(r['framework'] for r in result['replication']),
+                     ['numpy', 'onnxruntime', 'tensorflow[saved_model]', 'torch'])
+    for row in result['replication']:
+      self.assertAllClose(row['rho'], record['rho'], rtol=1e-3)
