@@ -117,7 +117,7 @@ def _train_config(kind, width, batch_size, steps_per_loop=0, eval_chunk_size=Non
 
 
 class _TfQuine:
-  """A trainer of the library (or of a variant of it) and its epoch / steps / full pass.
+  """A trainer of the library and its epoch / steps / full pass.
 
   With `peak_shape`, every full pass is paired with a float32 tf.matmul of that shape timed just
   before and just after it in the same process: the pass's fraction of the matmul peak is then
@@ -183,18 +183,16 @@ class _TfQuine:
     return out
 
 
-def make_tf_vanilla(threads, variant, width, batch_size, actions, steps=0, eval_chunk_size=None,
+def make_tf_vanilla(threads, width, batch_size, actions, steps=0, eval_chunk_size=None,
                     jit_compile=None, peak_shape=None):
-  """A vanilla quine trainer: 'quine_zoo' (trainers.train_lib.QuineTrainer) or 'fused_loop'.
+  """A vanilla quine trainer (trainers.train_lib.QuineTrainer).
 
   `eval_chunk_size` and `jit_compile` override the library's defaults (None keeps them).
   """
   _configure_tensorflow(threads)
-  from benchmarks import variants  # pylint: disable=g-import-not-at-top
   from trainers import train_lib  # pylint: disable=g-import-not-at-top
-  cls = {'quine_zoo': train_lib.QuineTrainer, 'fused_loop': variants.FusedLoopTrainer}[variant]
   config = _train_config('vanilla', width, batch_size, steps, eval_chunk_size, jit_compile)
-  return _TfQuine(cls(config), actions, steps, peak_shape)
+  return _TfQuine(train_lib.QuineTrainer(config), actions, steps, peak_shape)
 
 
 def _load_data(data_path):

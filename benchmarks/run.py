@@ -15,8 +15,7 @@ harness.py):
   matmul         float32 tf.matmul GFLOP/s: 2048^3 (the peak) and the full passes' layer shapes
                  [chunk, d] x [d, d]; torch.matmul beside it for reference.
   paper_vanilla  the paper's vanilla quine (N = 20,100): one Adamax epoch of minibatches of 10, and
-                 the full replication pass; PyTorch eager (baseline), quine_zoo, quine_zoo_graph,
-                 variant_fused_loop.
+                 the full replication pass; PyTorch eager (baseline), quine_zoo, quine_zoo_graph.
   paper_aux      the paper's auxiliary quine (N = 21,100) on MNIST: one epoch with its data
                  pipeline.
   scale_w{d}     vanilla quines of width d = 100 ... 1000 (N = 20,100 ... 2,001,000): the full pass,
@@ -31,9 +30,8 @@ AuxTrainer.run_epoch; XLA-compiled blocks of steps and projection hash, eval_chu
 quine_zoo_graph (the same library with jit_compile=False and eval_chunk_size=65536: the library's
 behaviour before it adopted those, so that each run shows their gain; the aux epoch keeps its
 in-graph index blocks, without XLA, as tf.data is gone), quine_zoo_chunk65536 (the
-defaults but eval_chunk_size=65536: the chunk size's share of that gain) and variant_fused_loop
-(benchmarks/variants.py: a candidate change not adopted). `_1thread` rows run with one intra- and
-inter-op thread.
+defaults but eval_chunk_size=65536: the chunk size's share of that gain). `_1thread` rows run with
+one intra- and inter-op thread.
 
 Every result row has: case, impl, seconds (median wall time over the repeats), cpu_seconds,
 ratio_to_baseline (torch_eager's seconds over this row's: the speed-up, > 1 is faster),
@@ -158,7 +156,6 @@ def benches(sizes, threads, data_path):
 
   actions = {'vanilla_epoch': 'epoch', 'vanilla_full_pass': 'full_pass'}
   both = {'vanilla_epoch': r['epoch'], 'vanilla_full_pass': r['full_pass']}
-  epoch_only = {'vanilla_epoch': r['epoch']}
   paper = dict(width=sizes.paper_width, batch_size=10, actions=actions)
   tf_paper = dict(paper, peak_shape=sizes.peak_shape)
   vanilla = []
@@ -167,11 +164,8 @@ def benches(sizes, threads, data_path):
                               **paper)))
   for impl, overrides in (('quine_zoo', {}), ('quine_zoo_graph', GRAPH)):
     for suffix, t in (('', threads), ('_1thread', 1)):
-      vanilla.append((t, _bench(impl + suffix, 'make_tf_vanilla', both, variant='quine_zoo',
-                                **overrides, **tf_paper)))
-  for suffix, t in (('', threads), ('_1thread', 1)):
-    vanilla.append((t, _bench('variant_fused_loop' + suffix, 'make_tf_vanilla', epoch_only,
-                              variant='fused_loop', **paper)))
+      vanilla.append((t, _bench(impl + suffix, 'make_tf_vanilla', both, **overrides,
+                                **tf_paper)))
   vanilla.append(_reference_matmul(sizes, threads, sizes.paper_width, r['full_pass']))
   groups.append(('paper_vanilla', vanilla))
 
@@ -196,13 +190,11 @@ def benches(sizes, threads, data_path):
     kwargs = dict(width=d, batch_size=sizes.scale_batch, actions=actions, steps=sizes.scale_steps,
                   warmup=warmup, peak_shape=sizes.peak_shape)
     scale_cases = {**pass_cases, train_case: r['scale_steps']}
-    specs = [(threads, _bench(impl, 'make_tf_vanilla', scale_cases, variant='quine_zoo',
-                              **overrides, **kwargs))
+    specs = [(threads, _bench(impl, 'make_tf_vanilla', scale_cases, **overrides, **kwargs))
              for impl, overrides in (('quine_zoo', {}), ('quine_zoo_graph', GRAPH))]
     if d in sizes.chunk_widths:
       specs.append((threads, _bench(f'quine_zoo_chunk{GRAPH_EVAL_CHUNK}', 'make_tf_vanilla',
-                                    pass_cases, variant='quine_zoo',
-                                    eval_chunk_size=GRAPH_EVAL_CHUNK, **kwargs)))
+                                    pass_cases, eval_chunk_size=GRAPH_EVAL_CHUNK, **kwargs)))
     specs.append(_reference_matmul(sizes, threads, d, max(pass_cases[pass_case],
                                                           r['scale_steps'])))
     groups.append((f'scale_w{d}', specs))

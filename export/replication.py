@@ -53,7 +53,8 @@ def metrics(theta, predictions):
   return {
       'l_sr': l_sr,
       'rho': l_sr / sum_sq if sum_sq else 1.0,
-      'r2': 1.0 - l_sr / centred if centred else 1.0,
+      # Constant weights: 1 only for an exact copy, else 0 (as trainers.metrics does).
+      'r2': 1.0 - l_sr / centred if centred else float(l_sr == 0.0),
       'weight_rms': float(np.sqrt(sum_sq / n)),
       'prediction_rms': float(np.sqrt(np.sum(predictions ** 2) / n)),
   }

@@ -10,7 +10,7 @@ model (not on the solver's float64 iterate), save theta, and plot weights agains
       --search_steps=25 --stage_steps=5 --schedule=0.03,0.01,0.003,0
 
   python scripts/find_quine.py --width=10 --seeds=0 --search_steps=40 --stage_steps=15 \
-      --generations=3 --quine_steps=100 --max_steps=300       # a lineage of quines, ~1 min
+      --lineage_span=3 --quine_steps=100 --max_steps=300       # a lineage of quines, ~1 min
 
 Prints one JSON line per seed (with lineage_rho: rho of the quine and of its next four
 descendants); PNGs go to --img_dir, weights to --out_dir.
@@ -42,8 +42,8 @@ _DTYPE = flags.DEFINE_enum('dtype', 'float64', ['float32', 'float64'], 'Solver d
 _SEARCH_STEPS = flags.DEFINE_integer('search_steps', None, 'LM steps of the first stage.')
 _STAGE_STEPS = flags.DEFINE_integer('stage_steps', None, 'LM steps of each later stage.')
 _CG_ITERATIONS = flags.DEFINE_integer('cg_iterations', None, 'CG iterations per LM step.')
-_GENERATIONS = flags.DEFINE_integer('generations', None,
-                                    'Lineage stage over this many generations (1: the quine alone).')
+_LINEAGE_SPAN = flags.DEFINE_integer(
+    'lineage_span', None, 'Lineage stage over this many generations (1: the quine alone).')
 _QUINE_STEPS = flags.DEFINE_integer('quine_steps', None,
                                     'LM steps of the real-SELU quine stage before the lineage stage.')
 _IMG_DIR = flags.DEFINE_string('img_dir', 'docs/img', 'Where the PNGs go.')
@@ -56,7 +56,7 @@ def solver_config():
   if _SCHEDULE.value is not None:
     overrides['smoothing_schedule'] = tuple(float(b) for b in _SCHEDULE.value)
   for name, flag in (('search_steps', _SEARCH_STEPS), ('stage_steps', _STAGE_STEPS),
-                     ('cg_iterations', _CG_ITERATIONS), ('generations', _GENERATIONS),
+                     ('cg_iterations', _CG_ITERATIONS), ('lineage_span', _LINEAGE_SPAN),
                      ('quine_steps', _QUINE_STEPS)):
     if flag.value is not None:
       overrides[name] = flag.value

@@ -1,11 +1,9 @@
-"""Smoke test of the benchmarks, and of the variant they time against the library.
+"""Smoke test of the benchmarks.
 
 Benchmarks are not tests: `QuickRunTest` only checks that `benchmarks/run.py --quick` still executes
 end to end (tiny sizes, random MNIST-shaped data, all implementations packed into two worker
 processes) and that each result row carries the fields the README's table is built from; no timing
-is asserted. `VariantsTest` checks that the prototype in benchmarks/variants.py computes what the
-library computes (same minibatches, same updates up to float rounding), so that a speed-up is not
-work left out. The speed-ups the library adopted are tested with the library
+is asserted. The speed-ups the library adopted are tested with the library
 (tests/test_train_lib.py, tests/test_aux_lib.py, tests/test_projection.py).
 """
 
@@ -16,17 +14,13 @@ import subprocess
 import sys
 
 from absl.testing import absltest
-import tensorflow as tf
 
 from conftest import REPO_ROOT
-from conftest import tiny_train_config
 from trainers import configs
-from trainers import train_lib
 
 if REPO_ROOT not in sys.path:  # `benchmarks` is not an installed package
   sys.path.insert(0, REPO_ROOT)
 from benchmarks import cases  # pylint: disable=g-import-not-at-top
-from benchmarks import variants  # pylint: disable=g-import-not-at-top
 
 _FIELDS = ('case', 'impl', 'seconds', 'ratio_to_baseline', 'fraction_of_matmul_peak',
            'peak_rss_mb', 'throughput', 'gflops', 'repeats_s')
@@ -71,7 +65,7 @@ class QuickRunTest(absltest.TestCase):
 
   def test_library_before_and_after_and_scaling_fits_are_reported(self):
     impls = {impl for _, impl in self.rows}
-    for impl in ('quine_zoo_graph', 'variant_fused_loop', 'quine_zoo_chunk65536'):
+    for impl in ('quine_zoo_graph', 'quine_zoo_chunk65536'):
       self.assertIn(impl, impls)
     for case in ('vanilla_epoch', 'vanilla_full_pass', 'aux_epoch'):
       self.assertIn((case, 'quine_zoo_graph'), self.rows)
@@ -98,25 +92,6 @@ class CasesTest(absltest.TestCase):
     # would leave the full passes' fraction_of_same_shape_peak empty.
     defaults = {f.name: f.default for f in dataclasses.fields(configs.TrainConfig)}
     self.assertEqual(cases.LIBRARY_EVAL_CHUNK, defaults['eval_chunk_size'])
-
-
-class VariantsTest(tf.test.TestCase):
-  """The variant against the library, from the same initial weights, over the same phases."""
-
-  def _assert_same_training(self, reference, variant, phases=(1, 2)):
-    for phase in phases:
-      expected = reference.run_epoch('optimize', phase)
-      got = variant.run_epoch('optimize', phase)
-      self.assertAllClose(expected['train_loss'], got['train_loss'], rtol=1e-5)
-    for v_ref, v_var in zip(reference.model.quine_variables, variant.model.quine_variables):
-      self.assertAllClose(v_ref, v_var, atol=1e-6, rtol=1e-5)
-    self.assertEqual(int(reference.step), int(variant.step))
-    self.assertEqual(int(reference.optimizer.iterations), int(variant.optimizer.iterations))
-
-  def test_fused_loop_trains_like_the_library(self):
-    config = tiny_train_config(optimizer='adamax')
-    self._assert_same_training(train_lib.QuineTrainer(config),
-                               variants.FusedLoopTrainer(config))
 
 
 if __name__ == '__main__':

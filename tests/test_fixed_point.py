@@ -31,47 +31,6 @@ def _rho_and_rms(model):
   return float(m['rho']), float(m['weight_rms'])
 
 
-class ForwardTest(tf.test.TestCase, parameterized.TestCase):
-
-  @parameterized.parameters('float32', 'float64')
-  def test_forward_equals_model(self, dtype):
-    model = _model()
-    forward = fixed_point.make_forward(model, tf.as_dtype(dtype))
-    got = forward(tf.cast(model.flatten(), dtype))
-    want = model.predict_weights(tf.range(model.num_weights))
-    self.assertAllClose(got, tf.cast(want, dtype), rtol=1e-5, atol=1e-7)
-
-  @parameterized.parameters('tanh', 'sin', 'relu')
-  def test_forward_equals_model_for_other_activations(self, activation):
-    model = _model(activation=activation, output_activation='tanh', frequency=2.0)
-    got = fixed_point.make_forward(model, tf.float32)(model.flatten())
-    self.assertAllClose(got, model.predict_weights(tf.range(model.num_weights)), rtol=1e-6,
-                        atol=1e-7)
-
-  @parameterized.parameters(0.0, 0.01)
-  def test_linearized_products_match_autodiff(self, beta):
-    model = _model()
-    forward = fixed_point.make_forward(model)
-    linearize, jvp, vjp = fixed_point.make_linearization(model)
-    rng = np.random.default_rng(0)
-    theta, v = (tf.constant(x) for x in rng.standard_normal((2, model.num_weights)))
-    w = tf.constant(rng.standard_normal(model.num_weights))
-    beta_t = tf.constant(beta, tf.float64)
-    call = (lambda th: forward(th, beta_t)) if beta else forward
-    with tf.autodiff.ForwardAccumulator(theta, v) as acc:
-      y_want = call(theta)
-    with tf.GradientTape() as tape:
-      tape.watch(theta)
-      y2 = call(theta)
-    y, inputs, slopes = linearize(theta, beta_t, beta > 0)
-    self.assertAllClose(y, y_want, rtol=1e-12)
-    self.assertAllClose(jvp(theta, inputs, slopes, v), acc.jvp(y_want), rtol=1e-10)
-    self.assertAllClose(vjp(theta, inputs, slopes, w), tape.gradient(y2, theta, w), rtol=1e-10)
-    # adjoint: <w, J v> = <J^T w, v>
-    self.assertAllClose(tf.reduce_sum(w * jvp(theta, inputs, slopes, v)),
-                        tf.reduce_sum(vjp(theta, inputs, slopes, w) * v), rtol=1e-10)
-
-
 class SolverTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_finds_non_trivial_fixed_point(self):
@@ -96,7 +55,7 @@ class SolverTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_lineage_products_are_adjoint_and_match_finite_differences(self):
     model = _model()
-    solver = fixed_point.FixedPointSolver(model, dataclasses.replace(_FAST, generations=3))
+    solver = fixed_point.FixedPointSolver(model, dataclasses.replace(_FAST, lineage_span=3))
     theta = solver._theta()
     rng = np.random.default_rng(0)
     v, cs = rng.standard_normal(theta.size), [rng.standard_normal(theta.size) for _ in range(4)]
@@ -119,11 +78,11 @@ class SolverTest(tf.test.TestCase, parameterized.TestCase):
     # a network whose child and grandchild are far from quines, and must repair all three.
     model = _model()
     config = dataclasses.replace(_FAST, smoothing_schedule=(0.3, 0.0), search_steps=30,
-                                 quine_steps=1, generations=3)
+                                 quine_steps=1, lineage_span=3)
     solver = fixed_point.FixedPointSolver(model, config)
     self.assertEqual(solver.stages, [(0.3, 1), (0.0, 1), (0.0, 3)])
     history = [solver.step() for _ in range(80)]
-    switch = next(i for i, d in enumerate(history) if d['generations'] == 3)
+    switch = next(i for i, d in enumerate(history) if d['lineage_span'] == 3)
     self.assertLess(switch, 40)
 
     def generation_rhos():  # measured on float32 Keras models

@@ -36,6 +36,15 @@ class MetricsTest(tf.test.TestCase):
     self.assertEqual(replication.metrics(theta, np.zeros(3))['rho'], 1.0)
     self.assertEqual(replication.metrics(theta, np.zeros(3))['l_sr'], 14.0)
 
+  def test_constant_weights_score_r2_like_the_trainers(self):
+    # Was 1.0 for any prediction of constant weights (trainers.metrics gives 0 unless exact).
+    from trainers import metrics as trainer_metrics  # pylint: disable=g-import-not-at-top
+    theta = np.full(4, 0.5, np.float32)
+    for predictions in (theta, np.zeros(4, np.float32)):
+      self.assertEqual(replication.metrics(theta, predictions)['r2'],
+                       float(trainer_metrics.replication_metrics(theta, predictions)['r2']))
+    self.assertEqual(replication.metrics(theta, np.zeros(4))['r2'], 0.0)
+
   def test_table_has_a_header_and_a_row_each(self):
     text = replication.format_table(
         [{'framework': 'numpy', 'l_sr': 0.5, 'agrees': True},

@@ -21,7 +21,10 @@ from trainers import train_lib
 
 WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the run (config, checkpoints, logs).',
                               required=True)
-PRESET = flags.DEFINE_string('preset', None, 'Named configuration (see --helpfull for the list).')
+PRESET = flags.DEFINE_enum(
+    'preset', None, sorted(set(configs.PRESETS) | set(configs.AUX_PRESETS)),
+    'Named configuration; train_vanilla.py takes ' + ', '.join(configs.PRESETS)
+    + '; train_aux.py takes ' + ', '.join(configs.AUX_PRESETS) + '.')
 METHOD = flags.DEFINE_enum('method', None, configs.METHODS, 'Training method.')
 OPTIMIZER = flags.DEFINE_enum('optimizer', None, configs.OPTIMIZERS, 'Gradient optimizer.')
 LEARNING_RATE = flags.DEFINE_float('learning_rate', None, 'Learning rate (default per optimizer).')

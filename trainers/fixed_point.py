@@ -36,7 +36,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from models import backends
+from models import linearization
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,13 +66,13 @@ class SolverConfig:
       rho > deflate_above_rho (the start), and p = 1 (rho) afterwards. Default 1 (off): at width
       100, seed 1, p = 2 let rho climb from 1.1 to 1.4 while the weights grew.
     deflate_above_rho: see deflation_power.
-    generations: K, how many generations the residual spans. 1 is the quine condition alone. With
+    lineage_span: K, how many generations the residual spans. 1 is the quine condition alone. With
       K > 1 the solver minimises sum_g ||theta_{g+1} - theta_g||^2 / ||theta||^2 over the lineage
       theta_0 = theta, theta_{g+1} = f_{theta_g}(C), g < K: a near-quine whose first K - 1
       descendants are near-quines too. An approximate fixed point of regeneration is unstable
       (each generation multiplies its error ~25x at width 100), so K = 1 solutions have children
       that are not quines; K = 3 asks for the child and the grandchild as well.
-    quine_steps: with generations > 1, most LM steps of the real-activation quine stage before
+    quine_steps: with lineage_span > 1, most LM steps of the real-activation quine stage before
       the lineage stage starts.
   """
   dtype: str = 'float32'
@@ -87,123 +87,8 @@ class SolverConfig:
   cg_tolerance: float = 1e-6
   deflation_power: float = 1.0
   deflate_above_rho: float = 0.5
-  generations: int = 1
+  lineage_span: int = 1
   quine_steps: int = 60
-
-
-class _SolverBackend(backends.TensorFlowBackend):
-  """The TensorFlow backend with every kinked activation smoothed over beta (None: the real one)."""
-
-  def __init__(self, beta=None):
-    super().__init__()
-    self.beta = beta
-
-  def activate(self, activation, x, params):
-    if self.beta is not None and activation.kinked:
-      return activation.smooth(x, self.beta, params)
-    return activation.tensorflow(x, params)
-
-
-def _setup(model, dtype):
-  """(architecture, projection rows of all N coordinates, theta -> {name: kernel})."""
-  arch = model.architecture
-  if arch.kind != 'vanilla':
-    raise ValueError('the fixed-point solver handles vanilla quines only')
-  rows = tf.cast(model.coordinate_projection.rows(tf.range(arch.num_weights)), dtype)
-  names = arch.weight_names
-  shapes = [shape for _, shape in arch.weights]
-  sizes = [a * b for a, b in shapes]
-
-  def kernels(theta):
-    return {name: tf.reshape(p, s) for name, p, s in zip(names, tf.split(theta, sizes), shapes)}
-
-  return arch, rows, kernels
-
-
-def make_forward(model, dtype=tf.float64):
-  """The quine's full replication pass as a pure function (theta [N], beta) -> f_theta(C) [N].
-
-  Args:
-    model: a `VanillaQuine` (built).
-    dtype: computation dtype; the projection table is cast to it once.
-
-  Returns:
-    A Python function `forward(theta, beta=None)`, traceable by tf.function and differentiable in
-    both modes: the architecture's forward pass (`models.architecture`). With beta None it equals
-    `model.predict_weights(tf.range(N))` when theta is the model's `flatten()`; with a scalar
-    tensor beta > 0 every kinked activation is its registry entry's `smooth(., beta)`.
-  """
-  arch, rows, kernels = _setup(model, dtype)
-
-  def forward(theta, beta=None):
-    return arch.predict_weights(_SolverBackend(beta), kernels(theta), rows)
-
-  return forward
-
-
-def make_linearization(model, dtype=tf.float64):
-  """Jacobian-vector products of the replication pass that share one forward pass.
-
-  Autodiff's J v and J^T w each redo the forward pass; a CG or GMRES solve needs dozens of both at
-  the same theta, so the layer inputs and activation slopes are computed once (`linearize`) and
-  the products reuse them: 3 N d^2 multiply-adds each for two hidden layers.
-
-  Args:
-    model: a `VanillaQuine` (built).
-    dtype: computation dtype.
-
-  Returns:
-    (linearize, jvp, vjp), tf.functions: `linearize(theta, beta, smooth)` -> (y, inputs, slopes)
-    where y = f_theta(C), inputs[l] is the input of layer l of the architecture's weight path and
-    slopes[l] the activation's derivative at its pre-activation (smooth: Python bool, whether the
-    kinked activations are smoothed over beta); `jvp(theta, inputs, slopes, v)` = J v;
-    `vjp(theta, inputs, slopes, w)` = J^T w.
-  """
-  arch, rows, kernels = _setup(model, dtype)
-
-  def value_and_slope(fn, z):
-    with tf.GradientTape() as tape:
-      tape.watch(z)
-      a = fn(z)
-    return a, tape.gradient(a, z)  # elementwise: the gradient of the sum is the derivative
-
-  def path(theta):
-    ws = kernels(theta)
-    return [ws[name] for name, _ in arch.weight_path]
-
-  @tf.function
-  def linearize(theta, beta, smooth):
-    backend = _SolverBackend(beta if smooth else None)
-    inputs, slopes = [], []
-    h = rows
-    for w, (_, act) in zip(path(theta), arch.weight_path):
-      inputs.append(h)
-      h, slope = value_and_slope(lambda z, act=act: backend.activate(act, z, arch.params),
-                                 tf.matmul(h, w))
-      slopes.append(slope)
-    return h[:, 0], inputs, slopes
-
-  @tf.function
-  def jvp(theta, inputs, slopes, v):
-    dh = None  # the projection rows do not depend on theta
-    for w, vw, h, slope in zip(path(theta), path(v), inputs, slopes):
-      dz = tf.matmul(h, vw) if dh is None else tf.matmul(dh, w) + tf.matmul(h, vw)
-      dh = slope * dz
-    return dh[:, 0]
-
-  @tf.function
-  def vjp(theta, inputs, slopes, w_out):
-    ws = path(theta)
-    grads = [None] * len(ws)
-    dh = w_out[:, None]
-    for i in reversed(range(len(ws))):
-      dz = dh * slopes[i]
-      grads[i] = tf.matmul(inputs[i], dz, transpose_a=True)
-      if i > 0:
-        dh = tf.matmul(dz, ws[i], transpose_b=True)
-    return tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
-
-  return linearize, jvp, vjp
 
 
 class FixedPointSolver(tf.Module):
@@ -227,21 +112,21 @@ class FixedPointSolver(tf.Module):
       schedule = (0.0,)  # nothing to smooth: the continuation is for kinked activations only
     self.schedule = schedule
     # (kink width, generations) of each stage: the continuation solves the quine condition alone;
-    # a lineage (generations > 1) is a last stage that starts from its solution (from the initial
+    # a lineage (lineage_span > 1) is a last stage that starts from its solution (from the initial
     # weights the lineage objective stalls at rho ~4e-3, width 10).
     self.stages = [(beta, 1) for beta in schedule]
-    if config.generations > 1:
-      self.stages.append((0.0, config.generations))
+    if config.lineage_span > 1:
+      self.stages.append((0.0, config.lineage_span))
     self._dtype = tf.as_dtype(config.dtype)
     self.damping = tf.Variable(config.initial_damping, dtype=tf.float64, trainable=False,
                                name='damping')
     self.stage = tf.Variable(0, dtype=tf.int64, trainable=False, name='stage')
     self.stage_step = tf.Variable(0, dtype=tf.int64, trainable=False, name='stage_step')
-    forward = make_forward(model, self._dtype)
+    forward = linearization.make_forward(model, self._dtype)
     # beta is a tensor argument: one trace serves every smoothed stage; the real activation has
     # its own trace.
     self._forward = tf.function(forward)
-    self._linearize, self._jvp, self._vjp = make_linearization(model, self._dtype)
+    self._linearize, self._jvp, self._vjp = linearization.make_linearization(model, self._dtype)
 
   # ------------------------------------------------------------------- helpers (NumPy, float64)
 
@@ -378,8 +263,8 @@ class FixedPointSolver(tf.Module):
 
     Returns:
       A dict of Python scalars: rho (of the real network, after the step), stage (index into
-      `stages`), beta (its kink width), generations (the lineage it spans), stage_rho (the
-      minimised objective under beta: rho, or the lineage's sum for generations > 1), damping,
+      `stages`), beta (its kink width), lineage_span (the generations its objective spans), stage_rho (the
+      minimised objective under beta: rho, or the lineage's sum for lineage_span > 1), damping,
       cg_iterations, accepted, weight_rms.
     """
     cfg = self.config
@@ -400,7 +285,7 @@ class FixedPointSolver(tf.Module):
     # The step already ran the real network on theta unless this stage smooths the kink.
     quine_rho = diag.pop('quine_rho')
     diag['rho'] = quine_rho if beta == 0 else self._rho(theta, self._f(theta, 0.0))
-    diag.update(stage=stage, beta=beta, generations=generations,
+    diag.update(stage=stage, beta=beta, lineage_span=generations,
                 weight_rms=float(np.sqrt(np.mean(theta ** 2))))
     return diag
 

@@ -127,7 +127,7 @@ class QuineTrainer:
       # Levenberg-Marquardt on the whole of theta: it runs on one device, in cross-replica
       # context; its damping and continuation stage are checkpointed with the weights.
       self.solver = fixed_point.FixedPointSolver(
-          self.model, fixed_point.SolverConfig(generations=config.lineage_generations))
+          self.model, fixed_point.SolverConfig(lineage_span=config.lineage_generations))
       self.checkpoint.solver = self.solver
     # XLA compiles a whole block of steps into one executable (no per-op dispatch inside the
     # loop): 3-4x faster epochs at the paper's size. It cannot compile `strategy.run` over
@@ -299,7 +299,7 @@ class QuineTrainer:
     if kind == 'fixed_point':
       diagnostics = self.solver.step()
       return {f'solver_{k}': float(v) for k, v in diagnostics.items()
-              if k in ('stage', 'beta', 'generations', 'stage_rho', 'damping', 'cg_iterations',
+              if k in ('stage', 'beta', 'lineage_span', 'stage_rho', 'damping', 'cg_iterations',
                        'accepted')}
     return self.run_epoch(kind, phase)
 
@@ -313,6 +313,14 @@ def _counters(schedule, phase):
 def _diverged(record, max_weight_rms):
   values = [record[k] for k in metrics_lib.MAIN_METRICS]
   return not np.all(np.isfinite(values)) or record['weight_rms'] > max_weight_rms
+
+
+def _stop_diverged(record, out):
+  """Marks `record` diverged and logs it (no checkpoint, no plot); returns it."""
+  record['status'] = 'diverged'
+  if out:
+    out.log.write(record)
+  return record
 
 
 class _Summaries:
@@ -396,12 +404,9 @@ def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None, 
   if start == 0:
     record, theta, predictions = measure(0, 'init', {}, 0.0)
     if _diverged(record, config.max_weight_rms):
-      record['status'] = 'diverged'
-      if out:
-        out.log.write(record)
       logging.error('The initial weights already exceed max_weight_rms (weight RMS %.4g > %.4g)',
                     record['weight_rms'], config.max_weight_rms)
-      return record
+      return _stop_diverged(record, out)
     if out:
       out.write(record, theta, predictions, plot=True)
     manager.save(checkpoint_number=0)
@@ -420,13 +425,10 @@ def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None, 
     trainer.phase.assign(phase)
     record, theta, predictions = measure(phase, kind, phase_metrics, seconds)
     if _diverged(record, config.max_weight_rms):
-      record['status'] = 'diverged'
-      if out:
-        out.log.write(record)
       logging.error('Diverged in phase %d (generation %d, epoch %d): weight RMS %.4g; the last '
                     'finite checkpoint is kept.', phase, record['generation'], record['epoch'],
                     record['weight_rms'])
-      return record
+      return _stop_diverged(record, out)
     if out:
       due = phase == len(schedule) or (config.plot_every and phase % config.plot_every == 0)
       out.write(record, theta, predictions, plot=due,

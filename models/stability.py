@@ -1,0 +1,215 @@
+"""Whether a quine is fertile: the stability of its weights as a fixed point of regeneration.
+
+A quine's child is the network whose weights are its predictions, theta_{g+1} = f_{theta_g}(C).
+The lineage stays a lineage of quines for ever only at a contracting fixed point: every eigenvalue
+of J = d f_theta(C) / d theta inside the unit circle; then small errors (float32 rounding,
+noise) heal instead of growing by |lambda| per generation. This module measures it for a vanilla
+quine, matrix-free (Jacobian-vector products of `models.linearization`, float64; ARPACK through
+scipy for the outer eigenvalues and the largest singular value, no dense N x N matrix), and tests
+it the way a lineage does: regenerating the quine itself, and perturbed copies of it.
+"""
+
+import dataclasses
+
+import numpy as np
+import scipy.sparse.linalg as sla
+import tensorflow as tf
+
+from models import linearization
+
+# A descendant counts as a quine while its rho is at most this.
+QUINE_RHO = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class StabilityConfig:
+  """What `analyse` measures.
+
+  Attributes:
+    num_eigenvalues: outer eigenvalues of J to find (ARPACK, largest modulus).
+    generations: longest lineage to regenerate (stops at the first non-quine or non-finite one).
+    num_perturbations: K copies of the quine perturbed by noise of relative size `noise`.
+    noise: ||delta|| / ||theta|| of each perturbation.
+    noise_generations: G, regenerations of each perturbed copy.
+    return_tolerance: a perturbed copy has returned when ||theta_G - theta|| / ||theta|| <= this.
+    seed: seed of the perturbations.
+  """
+  num_eigenvalues: int = 6
+  generations: int = 300
+  num_perturbations: int = 10
+  noise: float = 0.02
+  noise_generations: int = 100
+  return_tolerance: float = 1e-3
+  seed: int = 0
+
+
+class Jacobian:
+  """J = d f_theta(C) / d theta of a vanilla quine at its current weights, as products (float64)."""
+
+  def __init__(self, model):
+    linearize, self._jvp, self._vjp = linearization.make_linearization(model, tf.float64)
+    self.theta = model.flatten().numpy().astype(np.float64)
+    self._th = tf.constant(self.theta)
+    y, self._inputs, self._slopes = linearize(self._th, tf.constant(0.0, tf.float64), False)
+    self.predictions = y.numpy()
+    self.n = self.theta.size
+
+  def matvec(self, v):
+    return self._jvp(self._th, self._inputs, self._slopes,
+                     tf.constant(np.asarray(v, np.float64).reshape(-1))).numpy()
+
+  def rmatvec(self, w):
+    return self._vjp(self._th, self._inputs, self._slopes,
+                     tf.constant(np.asarray(w, np.float64).reshape(-1))).numpy()
+
+  def operator(self):
+    return sla.LinearOperator((self.n, self.n), matvec=self.matvec, rmatvec=self.rmatvec,
+                              dtype=np.float64)
+
+
+def outer_eigenvalues(jacobian, k=6, seed=0):
+  """The k eigenvalues of largest modulus (complex, sorted by modulus, descending)."""
+  n = jacobian.n
+  if n <= k + 2 or n <= 64:  # ARPACK needs k < n - 1; small quines are cheaper dense
+    dense = np.stack([jacobian.matvec(e) for e in np.eye(n)], axis=1)
+    values = np.linalg.eigvals(dense)
+  else:
+    v0 = np.random.default_rng(seed).standard_normal(n)
+    values = sla.eigs(jacobian.operator(), k=k, which='LM', v0=v0, maxiter=20 * n, tol=1e-6,
+                      return_eigenvectors=False)
+  values = values[np.argsort(-np.abs(values))]
+  return values[:k]
+
+
+def largest_singular_value(jacobian, seed=0):
+  """||J||_2."""
+  n = jacobian.n
+  if n <= 64:
+    dense = np.stack([jacobian.matvec(e) for e in np.eye(n)], axis=1)
+    return float(np.linalg.norm(dense, 2))
+  v0 = np.random.default_rng(seed).standard_normal(n)
+  return float(sla.svds(jacobian.operator(), k=1, v0=v0, tol=1e-6, maxiter=20 * n,
+                        return_singular_vectors=False)[0])
+
+
+def _rho(theta, predictions):
+  theta = np.asarray(theta, np.float64)
+  return float(np.sum((np.asarray(predictions, np.float64) - theta) ** 2)
+               / max(np.sum(theta ** 2), 1e-300))
+
+
+def lineage(regenerate, theta, generations, threshold=QUINE_RHO):
+  """Regenerates `theta` up to `generations` times with the quine's own float32 pass.
+
+  Args:
+    regenerate: theta [N] float32 -> predictions [N] (the child's weights).
+    theta: the quine's weights.
+    generations: most children to build.
+    threshold: a generation is a quine while its rho is at most this.
+
+  Returns:
+    dict: fertile_generations (consecutive descendants, the quine itself not counted, that are
+    quines), rhos (rho of each generation from the quine on, until the first non-quine or
+    non-finite one), diverged_at (the first generation with non-finite or overflowing weights,
+    or None).
+  """
+  rhos, fertile, diverged_at = [], 0, None
+  current = np.asarray(theta, np.float32)
+  for g in range(generations + 1):  # `current` is generation g (0: the quine itself)
+    with np.errstate(all='ignore'):
+      child = np.asarray(regenerate(current), np.float32)
+    if not np.all(np.isfinite(child)):
+      diverged_at = g + 1
+      break
+    rhos.append(_rho(current, child))
+    if rhos[-1] > threshold:
+      break
+    fertile = g
+    current = child
+  return {'fertile_generations': fertile, 'rhos': rhos, 'diverged_at': diverged_at}
+
+
+def noise_test(regenerate, theta, config):
+  """K perturbed copies of theta, each regenerated G times: how many return to theta.
+
+  Returns:
+    dict: returned (count), num_perturbations, noise, generations, final_distances (relative
+    ||theta_G - theta|| / ||theta|| of each copy; inf where it diverged).
+  """
+  theta = np.asarray(theta, np.float64)
+  norm = np.linalg.norm(theta)
+  rng = np.random.default_rng(config.seed)
+  distances = []
+  for _ in range(config.num_perturbations):
+    z = rng.standard_normal(theta.size)
+    current = (theta + config.noise * norm * z / np.linalg.norm(z)).astype(np.float32)
+    with np.errstate(all='ignore'):
+      for _ in range(config.noise_generations):
+        current = np.asarray(regenerate(current), np.float32)
+        if not np.all(np.isfinite(current)):
+          break
+      d = np.linalg.norm(current.astype(np.float64) - theta) / norm
+    distances.append(float(d) if np.isfinite(d) else float('inf'))
+  returned = sum(d <= config.return_tolerance for d in distances)
+  return {'returned': int(returned), 'num_perturbations': config.num_perturbations,
+          'noise': config.noise, 'generations': config.noise_generations,
+          'final_distances': distances}
+
+
+def regeneration_pass(model):
+  """theta [N] -> f_theta(C) [N] in the model's own float32 arithmetic (weights restored after)."""
+  n = model.num_weights
+  coordinates = tf.range(n)
+
+  @tf.function
+  def predict():
+    return model.predict_weights(coordinates)
+
+  def regenerate(theta):
+    saved = model.flatten()
+    model.assign_flat(tf.constant(np.asarray(theta, np.float32)))
+    try:
+      return predict().numpy()
+    finally:
+      model.assign_flat(saved)
+
+  return regenerate
+
+
+def analyse(model, config=StabilityConfig()):
+  """The stability report of a vanilla quine at its current weights.
+
+  Returns:
+    A JSON-serialisable dict: spectral_radius, outer_eigenvalues ([re, im] pairs), contracting
+    (radius < 1), rayleigh_theta (u . J u for u = theta / ||theta||: the stretch of the quine's
+    own scale), stretch_theta (||J u||), largest_singular_value, rho (float64), fertile_generations,
+    lineage_rhos, diverged_at, noise (see `noise_test`).
+
+  Raises:
+    ValueError: an auxiliary quine (its regeneration also needs a convention for the image).
+  """
+  if model.config.kind != 'vanilla':
+    raise ValueError('stability is measured for vanilla quines only')
+  jacobian = Jacobian(model)
+  values = outer_eigenvalues(jacobian, config.num_eigenvalues, config.seed)
+  norm = np.linalg.norm(jacobian.theta)
+  u = jacobian.theta / norm if norm else jacobian.theta
+  ju = jacobian.matvec(u)
+  regenerate = regeneration_pass(model)
+  theta = model.flatten().numpy()
+  line = lineage(regenerate, theta, config.generations)
+  radius = float(np.abs(values[0]))
+  return {
+      'spectral_radius': radius,
+      'contracting': bool(radius < 1.0),
+      'outer_eigenvalues': [[float(v.real), float(v.imag)] for v in values],
+      'rayleigh_theta': float(u @ ju),
+      'stretch_theta': float(np.linalg.norm(ju)),
+      'largest_singular_value': largest_singular_value(jacobian, config.seed),
+      'rho': _rho(jacobian.theta, jacobian.predictions),
+      'fertile_generations': line['fertile_generations'],
+      'lineage_generations_tried': config.generations,
+      'lineage_rhos': line['rhos'],
+      'diverged_at': line['diverged_at'],
+      'noise': noise_test(regenerate, theta, config),
+  }
