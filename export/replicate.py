@@ -40,6 +40,8 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Report and generations fo
                                   '(default: <dump>.replication).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data dir holding mnist/3.0.1, for an '
                                 'auxiliary quine (default: TFDS_DATA_DIR).')
+_STABILITY = flags.DEFINE_bool('stability', True, 'Vanilla quines: add the spectrum of J, the '
+                               'fertile generations and the noise test (export/stability.py).')
 _NUM_TEST_IMAGES = flags.DEFINE_integer('num_test_images', 0, 'MNIST test images to classify '
                                         '(0: all 10,000).', lower_bound=0)
 
@@ -62,8 +64,12 @@ def main(argv):
         images, labels = replication.load_mnist_test(_DATA_DIR.value, _NUM_TEST_IMAGES.value)
       else:
         print(f'(image_size {config["image_size"]} is not MNIST\'s 784: no test accuracy)')
+    stability_config = None
+    if _STABILITY.value and config['kind'] == 'vanilla':
+      from models import stability  # pylint: disable=g-import-not-at-top
+      stability_config = stability.StabilityConfig()
     result = report.run(path, names, _GENERATIONS.value, _LINEAGE_FRAMEWORK.value,
-                        _OUTPUT_DIR.value, images, labels)
+                        _OUTPUT_DIR.value, images, labels, stability_config=stability_config)
   except (dump_lib.DumpError, replication.DataError) as e:
     _fail(e)
   sys.exit(0 if result['agrees'] else 1)

@@ -4,6 +4,7 @@ Files written to the output folder:
   report.txt          the two tables printed by `run`
   report.json         every number of both tables, with the dump's path and the settings
   lineage.png         the lineage plot
+  spectrum.png        the outer eigenvalues of J (vanilla quines, with a stability config)
   generation_<g>/     the dumps of generations 1..G
 """
 
@@ -18,11 +19,25 @@ from export import replication
 REPORT_TEXT = 'report.txt'
 REPORT_JSON = 'report.json'
 LINEAGE_PNG = 'lineage.png'
+SPECTRUM_PNG = 'spectrum.png'
 
 
 def default_output_dir(dump_dir):
   """`<dump>.replication`, beside the version folder (TF Serving ignores non-numeric names)."""
   return os.path.abspath(dump_dir).rstrip(os.sep) + '.replication'
+
+
+def fresh_directory(path):
+  """`path` if it does not exist or is an empty folder, else the first free `path-2`, `path-3`...
+
+  Reports are written beside earlier ones, never over them.
+  """
+  path = os.path.abspath(path).rstrip(os.sep)
+  candidate, k = path, 1
+  while os.path.exists(candidate) and not (os.path.isdir(candidate) and not os.listdir(candidate)):
+    k += 1
+    candidate = f'{path}-{k}'
+  return candidate
 
 
 def _write_atomic(path, data):
@@ -41,7 +56,8 @@ def _describe(dump):
 
 
 def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
-        lineage_framework='torch', output_dir=None, images=None, labels=None, log=print):
+        lineage_framework='torch', output_dir=None, images=None, labels=None, log=print,
+        stability_config=None):
   """Replicates a dump in each framework, builds its lineage, writes and prints the report.
 
   Args:
@@ -49,10 +65,14 @@ def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
     frameworks: frameworks to replicate in (and to re-import every generation in).
     generations: G, children to build.
     lineage_framework: the framework that builds the children.
-    output_dir: where the report and the generations go; None: `<dump>.replication`.
+    output_dir: where the report and the generations go; None: `<dump>.replication`. A folder
+      that holds an earlier report is kept: the report goes to the first free `<output_dir>-k`.
     images: optional test images for an auxiliary quine's accuracy.
     labels: their labels.
     log: called with each block of text.
+    stability_config: for a vanilla quine, a `models.stability.StabilityConfig`: the report
+      adds the spectrum of J, the fertile generations and the noise test (and spectrum.png);
+      None: no stability section.
 
   Returns:
     The report dict (also written to report.json); report['agrees'] is False when some
@@ -62,7 +82,7 @@ def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
     export.dump.DumpError: the dump (or a generation written from it) is unusable.
   """
   dump = dump_lib.read_dump(dump_lib.find_dump(dump_path))
-  output_dir = os.path.abspath(output_dir or default_output_dir(dump.path))
+  output_dir = fresh_directory(output_dir or default_output_dir(dump.path))
   os.makedirs(output_dir, exist_ok=True)
   blocks = [_describe(dump)]
   log(blocks[-1])
@@ -87,9 +107,34 @@ def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
             'lineage_framework': lineage_framework,
             'num_test_images': None if images is None else len(images),
             'replication': rows, 'lineage': lineage_rows, 'agrees': agrees}
+  if stability_config is not None and dump.kind == 'vanilla':
+    report['stability'] = _stability(dump, stability_config, output_dir)
+    blocks.append('Stability of the fixed point (J = d f_theta(C) / d theta, TensorFlow, '
+                  'float64):\n' + _stability_summary(report['stability']))
+    log(blocks[-1])
   _write_atomic(os.path.join(output_dir, REPORT_JSON),
                 json.dumps(report, indent=2).encode('utf-8'))
   _write_atomic(os.path.join(output_dir, REPORT_TEXT), ('\n\n'.join(blocks) + '\n').encode())
-  log(f'Wrote {output_dir}/{{{REPORT_TEXT}, {REPORT_JSON}, {LINEAGE_PNG}, generation_*}}'
+  spectrum = ', spectrum.png' if 'stability' in report else ''
+  log(f'Wrote {output_dir}/{{{REPORT_TEXT}, {REPORT_JSON}, {LINEAGE_PNG}{spectrum}, generation_*}}'
       + ('' if agrees else '\nSOME FRAMEWORKS DISAGREE (see the agrees column)'))
   return report
+
+
+def _stability(dump, config, output_dir):
+  """models.stability.analyse on the quine rebuilt in TensorFlow; writes spectrum.png."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from models import build_quine  # pylint: disable=g-import-not-at-top
+  from models import stability  # pylint: disable=g-import-not-at-top
+  from models.config import ModelConfig  # pylint: disable=g-import-not-at-top
+  model = build_quine(ModelConfig.from_dict(dump.config))
+  model.assign_flat(tf.constant(dump.theta))
+  result = stability.analyse(model, config)
+  _write_atomic(os.path.join(output_dir, SPECTRUM_PNG),
+                stability.spectrum_png(result, title=dump.path))
+  return result
+
+
+def _stability_summary(result):
+  from models import stability  # pylint: disable=g-import-not-at-top
+  return stability.summary_line(result)

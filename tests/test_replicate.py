@@ -111,6 +111,33 @@ class ReportTest(tf.test.TestCase):
     version_dir = os.path.join(self.root, 'x', 'vanilla', '1')
     self.assertEqual(report.default_output_dir(version_dir), version_dir + '.replication')
 
+  def test_a_second_report_goes_beside_the_first(self):
+    # Was: the second run wrote over the first report.
+    out = os.path.join(self.create_tempdir().full_path, 'r')
+    first = report.run(os.path.join(self.root, 'x', 'vanilla'), ['numpy'], 0, 'numpy', out,
+                       log=lambda *a: None)
+    with open(os.path.join(out, 'report.json')) as f:
+      before = f.read()
+    report.run(os.path.join(self.root, 'x', 'vanilla'), ['numpy'], 1, 'numpy', out,
+               log=lambda *a: None)
+    with open(os.path.join(out, 'report.json')) as f:
+      self.assertEqual(f.read(), before)
+    with open(os.path.join(out + '-2', 'report.json')) as f:
+      self.assertEqual(json.load(f)['generations'], 1)
+    self.assertEqual(first['generations'], 0)
+
+  def test_vanilla_report_measures_stability(self):
+    from models import stability  # pylint: disable=g-import-not-at-top
+    out = self.create_tempdir().full_path
+    logged = []
+    result = report.run(os.path.join(self.root, 'x', 'vanilla'), ['numpy', 'torch'], 1, 'numpy',
+                        out, log=logged.append, stability_config=stability.StabilityConfig(
+                            generations=5, num_perturbations=2, noise_generations=3))
+    self.assertIn('spectral_radius', result['stability'])
+    self.assertLen(result['stability']['outer_eigenvalues'], 6)
+    self.assertIn('spectral radius', logged[3])
+    self.assertTrue(os.path.exists(os.path.join(out, 'spectrum.png')))
+
 
 class BinariesTest(tf.test.TestCase):
 
@@ -129,6 +156,26 @@ class BinariesTest(tf.test.TestCase):
     for name in ('tensorflow[saved_model]', 'onnxruntime', 'torch', 'numpy', 'Lineage'):
       self.assertIn(name, replicated.stdout)
     self.assertTrue(os.path.exists(f'{root}/x/vanilla/1.replication/lineage.png'))
+
+  def test_stability_of_an_export_from_the_command_line(self):
+    root = self.create_tempdir().full_path
+    testing.make_workdir(os.path.join(root, 'wd'), testing.VANILLA, scale=2.0)
+    saved_model.export_workdir(os.path.join(root, 'wd'), os.path.join(root, 'x'), 'vanilla')
+    measured = self._run('stability.py', f'--dump={root}/x/vanilla', '--generations=3',
+                         '--num_perturbations=2', '--noise_generations=2')
+    # A freshly initialised network may or may not be contracting; the exit status says which.
+    self.assertIn(measured.returncode, (0, 1), measured.stderr)
+    self.assertIn('spectral radius', measured.stdout)
+    with open(f'{root}/x/vanilla/1.stability/stability.json') as f:
+      result = json.load(f)
+    self.assertEqual(measured.returncode, 0 if result['contracting'] else 1)
+    self.assertTrue(os.path.exists(f'{root}/x/vanilla/1.stability/spectrum.png'))
+    again = self._run('stability.py', f'--dump={root}/x/vanilla', '--generations=1',
+                      '--num_perturbations=0')
+    self.assertIn(f'{root}/x/vanilla/1.stability-2', again.stdout)
+    bad = self._run('stability.py', f'--dump={root}/nowhere')
+    self.assertEqual(bad.returncode, 2)
+    self.assertEqual(len(bad.stderr.strip().splitlines()), 1, bad.stderr)
 
   def test_bad_dump_is_reported_in_one_line(self):
     root = self.create_tempdir().full_path
