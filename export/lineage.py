@@ -27,7 +27,7 @@ from export import replication
 
 LINEAGE_COLUMNS = ('generation', 'built_with', 'l_sr', 'rho', 'r2', 'weight_rms',
                    'distance_to_parent', 'relative_distance', 'test_accuracy',
-                   'cross_framework_max_diff', 'agrees')
+                   'cross_framework_max_diff', 'agrees', 'diverged')
 
 
 def generation_dir(output_dir, generation):
@@ -60,6 +60,11 @@ def write_child(parent, theta, directory, built_with):
   return dump_lib.read_dump(directory)
 
 
+# A child whose weight RMS exceeds this (or is not finite) ends the lineage as diverged; the same
+# bound as the trainers' default max_weight_rms.
+DIVERGED_WEIGHT_RMS = 1e4
+
+
 def build_lineage(root, framework, generations, output_dir, check_frameworks=(), images=None,
                   labels=None):
   """Builds G generations from `root` in `framework` and measures each of them.
@@ -74,18 +79,28 @@ def build_lineage(root, framework, generations, output_dir, check_frameworks=(),
     labels: optional test labels.
 
   Returns:
-    A list of G + 1 row dicts (see LINEAGE_COLUMNS, plus 'path').
+    A list of row dicts (see LINEAGE_COLUMNS, plus 'path'): G + 1 of them, or fewer when the
+    lineage diverges: the last row then has 'diverged' True (its predictions, the next child's
+    weights, are non-finite or have an RMS above DIVERGED_WEIGHT_RMS) and no child is built
+    from it; its frameworks are not compared (overflowing numbers say nothing about them).
   """
   rows, parent, parent_theta = [], root, None
   for g in range(generations + 1):
     replica = frameworks_lib.make_replica(framework, parent, use_saved_model=False)
-    predictions, logits, row = replication.evaluate(replica, images, labels)
+    with np.errstate(all='ignore'):
+      predictions, logits, row = replication.evaluate(replica, images, labels)
     row = {'generation': parent.generation, 'built_with': parent.manifest['lineage'].get(
         'built_with', '-'), 'path': parent.path, **row}
     if parent_theta is not None:
       distance = float(np.linalg.norm(replica.theta.astype(np.float64) - parent_theta))
       row['distance_to_parent'] = distance
       row['relative_distance'] = distance / max(float(np.linalg.norm(parent_theta)), 1e-30)
+    with np.errstate(all='ignore'):
+      child_rms = float(np.sqrt(np.mean(np.square(predictions.astype(np.float64)))))
+    if not np.isfinite(child_rms) or child_rms > DIVERGED_WEIGHT_RMS:
+      row['diverged'] = True
+      rows.append(row)
+      break
     diffs, agrees = [], True
     for other in check_frameworks:
       if other == framework:

@@ -31,6 +31,7 @@ HEADERS = {'framework': 'framework', 'generation': 'gen', 'built_with': 'built w
            'max_abs_diff_logits': 'max|dlogit| vs TF', 'test_accuracy': 'test acc',
            'distance_to_parent': '|theta - parent|', 'relative_distance': 'relative',
            'cross_framework_max_diff': 'max|dpred| across', 'agrees': 'agrees',
+           'diverged': 'child diverges',
            'seconds': 'seconds'}
 
 

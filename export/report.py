@@ -95,9 +95,13 @@ def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
 
   lineage_rows = lineage.build_lineage(dump, lineage_framework, generations, output_dir,
                                        check_frameworks=frameworks, images=images, labels=labels)
+  diverged = [r['generation'] for r in lineage_rows if r.get('diverged')]
   blocks.append(f'Lineage: {generations} generations built with {lineage_framework}, each '
                 f're-imported in {", ".join(frameworks)} (dumps in {output_dir}):\n'
-                + replication.format_table(lineage_rows, lineage.LINEAGE_COLUMNS))
+                + replication.format_table(lineage_rows, lineage.LINEAGE_COLUMNS)
+                + (f'\nLINEAGE DIVERGED: the child of generation {diverged[0]} has non-finite or '
+                   f'overflowing weights (RMS > {lineage.DIVERGED_WEIGHT_RMS:g}); the quine\'s '
+                   'descendants are not quines (no framework disagreement)' if diverged else ''))
   log(blocks[-1])
 
   title = f'{dump.kind} quine, N = {dump.num_weights:,}: lineage built with {lineage_framework}'
@@ -106,7 +110,8 @@ def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
   report = {'dump': dump.path, 'frameworks': list(frameworks), 'generations': generations,
             'lineage_framework': lineage_framework,
             'num_test_images': None if images is None else len(images),
-            'replication': rows, 'lineage': lineage_rows, 'agrees': agrees}
+            'replication': rows, 'lineage': lineage_rows, 'agrees': agrees,
+            'lineage_diverged_after': diverged[0] if diverged else None}
   if stability_config is not None and dump.kind == 'vanilla':
     report['stability'] = _stability(dump, stability_config, output_dir)
     blocks.append('Stability of the fixed point (J = d f_theta(C) / d theta, TensorFlow, '

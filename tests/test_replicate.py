@@ -126,6 +126,20 @@ class ReportTest(tf.test.TestCase):
       self.assertEqual(json.load(f)['generations'], 1)
     self.assertEqual(first['generations'], 0)
 
+  def test_a_diverging_lineage_is_reported_as_such_not_as_a_disagreement(self):
+    # Was: children with weights ~1e10 and then inf ended in SOME FRAMEWORKS DISAGREE, exit 1.
+    root = self.create_tempdir().full_path
+    testing.make_workdir(os.path.join(root, 'wd'), testing.VANILLA, scale=300.0)
+    saved_model.export_workdir(os.path.join(root, 'wd'), os.path.join(root, 'x'), 'big')
+    logged = []
+    result = report.run(os.path.join(root, 'x', 'big'), frameworks.FRAMEWORKS, 8, 'torch',
+                        os.path.join(root, 'r'), log=logged.append)
+    self.assertTrue(result['agrees'], result['lineage'])
+    self.assertIsNotNone(result['lineage_diverged_after'])
+    self.assertLess(len(result['lineage']), 9)
+    self.assertTrue(result['lineage'][-1]['diverged'])
+    self.assertIn('LINEAGE DIVERGED', logged[2])
+
   def test_vanilla_report_measures_stability(self):
     from models import stability  # pylint: disable=g-import-not-at-top
     out = self.create_tempdir().full_path
