@@ -22,6 +22,7 @@ import json
 import os
 import re
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -125,53 +126,55 @@ def load_model(workdir):
 # --------------------------------------------------------------------------- SavedModel
 
 
-class QuineServing(tf.Module):
-  """The functions a quine's SavedModel serves (see the module docstring for the signatures)."""
+def serving_archive(model):
+  """The quine's serving functions as a Keras ExportArchive (signatures: see the module docstring).
 
-  def __init__(self, model):
-    super().__init__(name='quine_serving')
-    self.model = model
-    config = model.config
-    n = config.num_weights
+  Keras's own export machinery, not a hand-made tf.Module: it saves the variables the functions
+  read under the names the functions look them up by, so that Session-based loaders
+  (`saved_model_cli run`, TensorFlow Serving, `tf.compat.v1.saved_model.loader.load`) restore
+  them as well as `tf.saved_model.load` does. A tf.Module holding a Keras 3 model saves them as
+  `Variable`, `Variable_1`, ... and those loaders then fail with "Could not find variable".
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name='coordinates')])
-    def predict_weights(coordinates):
-      # Out-of-range coordinates would gather garbage from a hashed projection: refuse them.
-      checks = [tf.debugging.assert_non_negative(coordinates, message='coordinates must be >= 0'),
-                tf.debugging.assert_less(coordinates, tf.constant(n, tf.int64),
-                                         message=f'coordinates must be < num_weights = {n}')]
-      with tf.control_dependencies(checks):
-        coordinates = tf.identity(coordinates)
-      return {'predicted_weights': model.predict_weights(coordinates)}
+  Args:
+    model: a built quine.
 
-    @tf.function(input_signature=[])
-    def weights():
-      return {'theta': model.flatten()}
+  Returns:
+    A `keras.export.ExportArchive`; its first endpoint is also `serving_default`.
+  """
+  config = model.config
+  n = config.num_weights
+  archive = keras.export.ExportArchive()
+  archive.track(model)
 
-    self.predict_weights = predict_weights
-    self.weights = weights
-    if config.kind == 'auxiliary':
-      @tf.function(input_signature=[
-          tf.TensorSpec([None, config.image_size], tf.float32, name='images')])
-      def classify(images):
-        logits = model.classify(images)
-        return {'probabilities': tf.nn.softmax(logits), 'logits': logits}
-      self.classify = classify
+  def predict_weights(coordinates):
+    # Out-of-range coordinates would gather garbage from a hashed projection: refuse them.
+    checks = [tf.debugging.assert_non_negative(coordinates, message='coordinates must be >= 0'),
+              tf.debugging.assert_less(coordinates, tf.constant(n, tf.int64),
+                                       message=f'coordinates must be < num_weights = {n}')]
+    with tf.control_dependencies(checks):
+      coordinates = tf.identity(coordinates)
+    return {'predicted_weights': model.predict_weights(coordinates)}
 
-  def signatures(self):
-    sigs = {'predict_weights': self.predict_weights, 'weights': self.weights}
-    if self.model.config.kind == 'auxiliary':
-      sigs['classify'] = self.classify
-      sigs['serving_default'] = self.classify
-    else:
-      sigs['serving_default'] = self.predict_weights
-    return {k: v.get_concrete_function() for k, v in sigs.items()}
+  def weights():
+    return {'theta': model.flatten()}
+
+  def classify(images):
+    logits = model.classify(images)
+    return {'probabilities': tf.nn.softmax(logits), 'logits': logits}
+
+  coordinates = [tf.TensorSpec([None], tf.int64, name='coordinates')]
+  # ExportArchive aliases its first endpoint as serving_default (one function, two signatures).
+  if config.kind == 'auxiliary':
+    archive.add_endpoint('classify', classify, input_signature=[
+        tf.TensorSpec([None, config.image_size], tf.float32, name='images')])
+  archive.add_endpoint('predict_weights', predict_weights, input_signature=coordinates)
+  archive.add_endpoint('weights', weights, input_signature=[])
+  return archive
 
 
 def write_saved_model(model, path):
   """Saves `model`'s serving functions as a SavedModel in `path` (not atomic on its own)."""
-  module = QuineServing(model)
-  tf.saved_model.save(module, path, signatures=module.signatures())
+  serving_archive(model).write_out(path, verbose=False)
 
 
 # --------------------------------------------------------------------------- ONNX
