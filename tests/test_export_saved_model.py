@@ -1,5 +1,6 @@
 """Tests of export.saved_model: SavedModel round trip, signatures, versions, bad workdirs."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -148,7 +149,7 @@ class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
     base = os.path.join(self.create_tempdir().full_path, 'exports')
     workdir = os.path.join(self.root, 'vanilla')
     first = saved_model.export_workdir(workdir, base, 'm')
-    second = saved_model.export_workdir(workdir, base, 'm')
+    second = saved_model.export_workdir(workdir, base, 'm', force_new_version=True)
     self.assertEqual([os.path.basename(first), os.path.basename(second)], ['1', '2'])
     stamp = os.path.getmtime(os.path.join(first, 'manifest.json'))
     with self.assertRaisesRegex(saved_model.ExportError, 'already exists.*--overwrite'):
@@ -157,6 +158,54 @@ class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
     saved_model.export_workdir(workdir, base, 'm', version=1, overwrite=True)
     dump_lib.read_dump(first)
     self.assertEqual(sorted(os.listdir(os.path.join(base, 'm'))), ['1', '2'])
+
+  def test_the_same_checkpoint_is_not_exported_again_unless_forced(self):
+    base = os.path.join(self.create_tempdir().full_path, 'exports')
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    testing.make_workdir(workdir, testing.VANILLA, scale=2.0)
+    first = saved_model.export_workdir(workdir, base, 'm')
+    stamp = os.path.getmtime(os.path.join(first, 'manifest.json'))
+    with self.assertLogs(level='WARNING') as logs:
+      again = saved_model.export_workdir(workdir, base, 'm')
+    self.assertEqual(again, first)
+    self.assertIn('already holds this export', logs.output[0])
+    self.assertEqual(os.path.getmtime(os.path.join(first, 'manifest.json')), stamp)
+    self.assertEqual(saved_model.versions(os.path.join(base, 'm')), [1])
+    source = dump_lib.read_dump(first).manifest['source']
+    self.assertEqual(source['theta_sha256'],
+                     hashlib.sha256(dump_lib.read_dump(first).theta.tobytes()).hexdigest())
+    forced = saved_model.export_workdir(workdir, base, 'm', force_new_version=True)
+    self.assertEqual(os.path.basename(forced), '2')
+    # The same checkpoint path with other weights (a run trained again) is a new export.
+    shutil.rmtree(workdir)
+    testing.make_workdir(workdir, testing.VANILLA, scale=3.0)
+    self.assertEqual(os.path.basename(saved_model.export_workdir(workdir, base, 'm')), '3')
+    # So is the same checkpoint when the newest version is damaged.
+    os.remove(os.path.join(base, 'm', '3', 'weights.safetensors'))
+    self.assertEqual(os.path.basename(saved_model.export_workdir(workdir, base, 'm')), '4')
+
+  def test_folders_left_by_killed_exports_are_cleaned_by_the_next(self):
+    base = os.path.join(self.create_tempdir().full_path, 'exports')
+    workdir = os.path.join(self.root, 'vanilla')
+    first = saved_model.export_workdir(workdir, base, 'm')
+    model_dir = os.path.dirname(first)
+    for name in ('.2.tmp-killed', '.1.old-finished'):  # a killed export, a killed overwrite
+      os.makedirs(os.path.join(model_dir, name, 'variables'))
+    shutil.copytree(first, os.path.join(model_dir, '.3.old-interrupted'))  # version 3 moved aside
+    with open(os.path.join(model_dir, '.2.tmp-killed', 'saved_model.pb'), 'wb') as f:
+      f.write(b'half')
+    os.makedirs(os.path.join(model_dir, '.notes'))  # anything else is left alone
+    saved_model.export_workdir(workdir, base, 'm', force_new_version=True)
+    self.assertEqual(sorted(os.listdir(model_dir)), ['.notes', '1', '3', '4'])
+    dump_lib.read_dump(os.path.join(model_dir, '3'))
+
+  def test_an_unwritable_export_dir_is_an_export_error(self):
+    base = self.create_tempdir().full_path
+    with open(os.path.join(base, 'file'), 'w') as f:
+      f.write('not a folder')
+    with self.assertRaisesRegex(saved_model.ExportError, 'cannot export into'):
+      saved_model.export_workdir(os.path.join(self.root, 'vanilla'), os.path.join(base, 'file'),
+                                 'm')
 
   def test_exported_theta_is_the_checkpointed_one(self):
     for kind, config in testing.CONFIGS.items():
