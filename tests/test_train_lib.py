@@ -23,6 +23,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from conftest import numpy_kernels
 from conftest import numpy_predict_weights
+from conftest import tiny_aux_config
 from conftest import tiny_model_config
 from conftest import tiny_train_config
 from models import build_quine
@@ -314,6 +315,12 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
       ('noise', dict(noise_stddev=0.0), '--noise_stddev'),
       ('max_weight_rms', dict(max_weight_rms=0.0), '--max_weight_rms'),
       ('model', dict(model=tiny_model_config(width=0)), 'width'),
+      ('nan_learning_rate', dict(learning_rate=float('nan')), '--learning_rate=nan must be'),
+      ('infinite_noise', dict(noise_stddev=float('inf')), '--noise_stddev=inf must be'),
+      ('nan_task_weight', dict(model=tiny_aux_config(), task_weight=float('nan')),
+       '--task_weight=nan must be a finite number'),
+      ('infinite_replication_weight', dict(replication_weight=-float('inf')),
+       '--replication_weight=-inf must be a finite number'),
   )
   def test_validate_names_the_bad_flag(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):
