@@ -35,6 +35,9 @@ _MODEL_NAME = flags.DEFINE_string('model_name', None, 'Model folder name (defaul
 _VERSION = flags.DEFINE_integer('version', None, 'Version number (default: newest + 1).',
                                 lower_bound=1)
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing version.')
+_FORCE_NEW_VERSION = flags.DEFINE_bool(
+    'force_new_version', False, 'Export a new version even when the newest one already holds '
+    'this checkpoint (otherwise nothing is exported and that version is named).')
 
 
 def _quiet_logs():
@@ -50,11 +53,16 @@ def main(argv):
     sys.exit(f'export_model.py: error: unexpected arguments {argv[1:]}')
   try:
     name = _MODEL_NAME.value or saved_model.read_workdir_config(_WORKDIR.value).kind
+    before = saved_model.versions(os.path.join(_EXPORT_DIR.value, name))
     path = saved_model.export_workdir(_WORKDIR.value, _EXPORT_DIR.value, name, _VERSION.value,
-                                      _OVERWRITE.value)
+                                      _OVERWRITE.value, _FORCE_NEW_VERSION.value)
   except saved_model.ExportError as e:
     sys.exit(f'export_model.py: error: {e}')
-  print(f'Exported {path}: {", ".join(sorted(os.listdir(path)))}')
+  if _VERSION.value is None and int(os.path.basename(path)) in before:
+    print(f'Already exported: {path} holds this checkpoint (--force_new_version exports another '
+          'version)')
+  else:
+    print(f'Exported {path}: {", ".join(sorted(os.listdir(path)))}')
   print(f'  saved_model_cli show --all --dir {path}')
   print(f'  python export/replicate.py --dump={path}')
   print(f'  python export/serve.py --model_base_path={os.path.dirname(path)} --model_name={name}')

@@ -14,14 +14,22 @@ Signatures (input and output keys are API):
 
 Everything is written into a hidden temporary folder, checked (the dump is re-read and the ONNX
 graph run against the live model), and only then renamed into place; an existing version is
-replaced only when asked.
+replaced only when asked. Exports into one model folder take turns (a lock on it), and each removes
+the temporary folders that killed exports left behind. Exporting the weights of the newest
+version's checkpoint again is a no-op that returns that version, unless a new one is forced.
 """
 
+import contextlib
 import datetime
+import fcntl
+import hashlib
 import json
 import os
 import re
+import shutil
 
+import keras
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -37,6 +45,9 @@ CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'
 METRICS_FILE = 'metrics.jsonl'
 _MODEL_NAME = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]*$')
+# What dump.atomic_directory leaves beside version N when an export is killed: the folder being
+# written (.N.tmp-*), or, during an overwrite, the previous version moved aside (.N.old-*).
+_LEFTOVER = re.compile(r'^\.(?P<version>\d+)\.(?P<kind>tmp|old)-')
 # How closely the exported ONNX graph must reproduce the live model (relative to the output scale).
 _RTOL = 1e-5
 
@@ -126,53 +137,55 @@ def load_model(workdir):
 # --------------------------------------------------------------------------- SavedModel
 
 
-class QuineServing(tf.Module):
-  """The functions a quine's SavedModel serves (see the module docstring for the signatures)."""
+def serving_archive(model):
+  """The quine's serving functions as a Keras ExportArchive (signatures: see the module docstring).
 
-  def __init__(self, model):
-    super().__init__(name='quine_serving')
-    self.model = model
-    config = model.config
-    n = config.num_weights
+  Keras's own export machinery, not a hand-made tf.Module: it saves the variables the functions
+  read under the names the functions look them up by, so that Session-based loaders
+  (`saved_model_cli run`, TensorFlow Serving, `tf.compat.v1.saved_model.loader.load`) restore
+  them as well as `tf.saved_model.load` does. A tf.Module holding a Keras 3 model saves them as
+  `Variable`, `Variable_1`, ... and those loaders then fail with "Could not find variable".
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name='coordinates')])
-    def predict_weights(coordinates):
-      # Out-of-range coordinates would gather garbage from a hashed projection: refuse them.
-      checks = [tf.debugging.assert_non_negative(coordinates, message='coordinates must be >= 0'),
-                tf.debugging.assert_less(coordinates, tf.constant(n, tf.int64),
-                                         message=f'coordinates must be < num_weights = {n}')]
-      with tf.control_dependencies(checks):
-        coordinates = tf.identity(coordinates)
-      return {'predicted_weights': model.predict_weights(coordinates)}
+  Args:
+    model: a built quine.
 
-    @tf.function(input_signature=[])
-    def weights():
-      return {'theta': model.flatten()}
+  Returns:
+    A `keras.export.ExportArchive`; its first endpoint is also `serving_default`.
+  """
+  config = model.config
+  n = config.num_weights
+  archive = keras.export.ExportArchive()
+  archive.track(model)
 
-    self.predict_weights = predict_weights
-    self.weights = weights
-    if config.kind == 'auxiliary':
-      @tf.function(input_signature=[
-          tf.TensorSpec([None, config.image_size], tf.float32, name='images')])
-      def classify(images):
-        logits = model.classify(images)
-        return {'probabilities': tf.nn.softmax(logits), 'logits': logits}
-      self.classify = classify
+  def predict_weights(coordinates):
+    # Out-of-range coordinates would gather garbage from a hashed projection: refuse them.
+    checks = [tf.debugging.assert_non_negative(coordinates, message='coordinates must be >= 0'),
+              tf.debugging.assert_less(coordinates, tf.constant(n, tf.int64),
+                                       message=f'coordinates must be < num_weights = {n}')]
+    with tf.control_dependencies(checks):
+      coordinates = tf.identity(coordinates)
+    return {'predicted_weights': model.predict_weights(coordinates)}
 
-  def signatures(self):
-    sigs = {'predict_weights': self.predict_weights, 'weights': self.weights}
-    if self.model.config.kind == 'auxiliary':
-      sigs['classify'] = self.classify
-      sigs['serving_default'] = self.classify
-    else:
-      sigs['serving_default'] = self.predict_weights
-    return {k: v.get_concrete_function() for k, v in sigs.items()}
+  def weights():
+    return {'theta': model.flatten()}
+
+  def classify(images):
+    logits = model.classify(images)
+    return {'probabilities': tf.nn.softmax(logits), 'logits': logits}
+
+  coordinates = [tf.TensorSpec([None], tf.int64, name='coordinates')]
+  # ExportArchive aliases its first endpoint as serving_default (one function, two signatures).
+  if config.kind == 'auxiliary':
+    archive.add_endpoint('classify', classify, input_signature=[
+        tf.TensorSpec([None, config.image_size], tf.float32, name='images')])
+  archive.add_endpoint('predict_weights', predict_weights, input_signature=coordinates)
+  archive.add_endpoint('weights', weights, input_signature=[])
+  return archive
 
 
 def write_saved_model(model, path):
   """Saves `model`'s serving functions as a SavedModel in `path` (not atomic on its own)."""
-  module = QuineServing(model)
-  tf.saved_model.save(module, path, signatures=module.signatures())
+  serving_archive(model).write_out(path, verbose=False)
 
 
 # --------------------------------------------------------------------------- ONNX
@@ -281,7 +294,74 @@ def _check_against_onnx(model, version_dir):
                       f'{np.max(np.abs(got - want)):.3g} (scale {scale:.3g})')
 
 
-def export_model(model, export_base, model_name, version=None, overwrite=False, source=None):
+def check_model_name(model_name):
+  """Raises ExportError unless `model_name` can name a model folder (and a served model)."""
+  if not _MODEL_NAME.match(model_name or ''):
+    raise ExportError(f'model name {model_name!r} must be letters, digits, _ . - '
+                      '(and not start with . or -)')
+
+
+@contextlib.contextmanager
+def _exclusive(model_dir):
+  """Locks the model folder itself (flock): exports into one model folder take turns.
+
+  No lock file is left beside the versions, and the kernel releases the lock when its process
+  dies (SIGKILL included), so a lock is never stale.
+  """
+  os.makedirs(model_dir, exist_ok=True)
+  fd = os.open(model_dir, os.O_RDONLY)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    yield
+  finally:
+    os.close(fd)  # releases the lock
+
+
+def _remove_leftovers(model_dir):
+  """Cleans up after exports that were killed (call with the lock held: none is running).
+
+  A half-written `.N.tmp-*` folder is removed. A `.N.old-*` folder is the previous version N of
+  an overwrite: removed if the new N is in place, else renamed back to N (the overwrite never
+  happened).
+  """
+  for name in sorted(os.listdir(model_dir)):
+    match = _LEFTOVER.match(name)
+    path = os.path.join(model_dir, name)
+    if not match or not os.path.isdir(path):
+      continue
+    version_dir = os.path.join(model_dir, match['version'])
+    if match['kind'] == 'old' and not os.path.exists(version_dir):
+      os.rename(path, version_dir)
+      logging.warning('Restored %s from %s, left by an overwrite that was killed', version_dir,
+                      path)
+    else:
+      shutil.rmtree(path, ignore_errors=True)
+      logging.warning('Removed %s, left by an export that was killed', path)
+
+
+def _theta_sha256(theta):
+  return hashlib.sha256(np.asarray(theta, '<f4').tobytes()).hexdigest()
+
+
+def _same_export(model_dir, config, source):
+  """The newest version folder if it holds exactly this export (same checkpoint and weights)."""
+  found = versions(model_dir)
+  if not found:
+    return None
+  newest = os.path.join(model_dir, str(found[-1]))
+  try:
+    manifest = dump_lib.read_dump(newest, verify_onnx=False).manifest
+  except (dump_lib.DumpError, OSError, ValueError):
+    return None  # damaged or not a dump: export a new version rather than point at it
+  old = manifest.get('source') or {}
+  same = (old.get('theta_sha256') == source['theta_sha256']
+          and old.get('checkpoint') == source.get('checkpoint')
+          and manifest.get('model', {}).get('config') == json.loads(json.dumps(config.to_dict())))
+  return newest if same else None
+
+
+def export_model(model, export_base, model_name, version=None, overwrite=False, source=None,
+                 force_new_version=False):
   """Exports a live quine into `<export_base>/<model_name>/<version>/`, atomically.
 
   Args:
@@ -291,6 +371,8 @@ def export_model(model, export_base, model_name, version=None, overwrite=False, 
     version: positive integer; None means one more than the newest existing version (or 1).
     overwrite: replace an existing version instead of refusing.
     source: provenance recorded in the manifest (e.g. from `load_model`).
+    force_new_version: with version None, export even when the newest version already holds
+      these weights from the same checkpoint (otherwise that version is returned, unchanged).
 
   Returns:
     The version folder's path.
@@ -298,22 +380,40 @@ def export_model(model, export_base, model_name, version=None, overwrite=False, 
   Raises:
     ExportError: a bad name or version, or an existing version without overwrite.
   """
-  if not _MODEL_NAME.match(model_name or ''):
-    raise ExportError(f'model name {model_name!r} must be letters, digits, _ . - '
-                      '(and not start with . or -)')
+  check_model_name(model_name)
+  if version is not None and int(version) <= 0:
+    raise ExportError(f'version {version} must be a positive integer')
   model_dir = os.path.join(os.path.abspath(export_base), model_name)
+  theta = model.flatten().numpy()
+  source = dict(source or {}, theta_sha256=_theta_sha256(theta))
+  try:
+    with _exclusive(model_dir):
+      _remove_leftovers(model_dir)
+      if version is None and not force_new_version:
+        existing = _same_export(model_dir, model.config, source)
+        if existing:
+          logging.warning('%s already holds this export (checkpoint %s, theta sha256 %s...): '
+                          'not exported again (force a new version to)', existing,
+                          source.get('checkpoint'), source['theta_sha256'][:12])
+          return existing
+      return _write_version(model, model_dir, version, overwrite, source, theta)
+  except OSError as e:
+    if isinstance(e, FileExistsError):
+      raise ExportError(str(e)) from e
+    raise ExportError(f'cannot export into {model_dir}: {e.strerror or e}') from e
+
+
+def _write_version(model, model_dir, version, overwrite, source, theta):
+  """Writes version `version` (None: the next) of `model_dir` atomically; returns its path."""
   if version is None:
     version = (versions(model_dir) or [0])[-1] + 1
-  if int(version) <= 0:
-    raise ExportError(f'version {version} must be a positive integer')
   version_dir = os.path.join(model_dir, str(int(version)))
   if os.path.exists(version_dir) and not overwrite:
     raise ExportError(f'{version_dir} already exists; pick another version or pass --overwrite')
-  source = dict(source or {}, model_name=model_name, version=int(version),
+  source = dict(source, model_name=os.path.basename(model_dir), version=int(version),
                 exported_at=datetime.datetime.now(datetime.timezone.utc).isoformat(
                     timespec='seconds'),
                 tensorflow=tf.__version__)
-  theta = model.flatten().numpy()
   try:
     with dump_lib.atomic_directory(version_dir, overwrite) as tmp:
       write_saved_model(model, tmp)
@@ -327,7 +427,8 @@ def export_model(model, export_base, model_name, version=None, overwrite=False, 
   return version_dir
 
 
-def export_workdir(workdir, export_base, model_name, version=None, overwrite=False):
+def export_workdir(workdir, export_base, model_name, version=None, overwrite=False,
+                   force_new_version=False):
   """Exports the latest checkpoint of a training workdir (see `export_model`).
 
   Args:
@@ -336,12 +437,15 @@ def export_workdir(workdir, export_base, model_name, version=None, overwrite=Fal
     model_name: name of the model folder under export_base.
     version: positive integer, or None for the next free one.
     overwrite: replace an existing version.
+    force_new_version: export a new version even if the newest one holds this checkpoint.
 
   Returns:
-    The path `<export_base>/<model_name>/<version>`.
+    The path `<export_base>/<model_name>/<version>`: with version None and the newest version
+    already exported from this checkpoint, that version's.
 
   Raises:
     ExportError: no checkpoint or config in workdir, or see `export_model`.
   """
   model, source = load_model(workdir)
-  return export_model(model, export_base, model_name, version, overwrite, source)
+  return export_model(model, export_base, model_name, version, overwrite, source,
+                      force_new_version)

@@ -40,6 +40,10 @@ flags.DEFINE_alias('port', 'rest_api_port')
 _HOST = flags.DEFINE_string('host', '127.0.0.1', 'Address to bind (0.0.0.0 exposes the server).')
 _MAX_BODY_BYTES = flags.DEFINE_integer('max_body_bytes', serving.DEFAULT_MAX_BODY_BYTES,
                                        'Largest accepted request body.', lower_bound=1)
+_MAX_ROWS = flags.DEFINE_integer(
+    'max_rows_per_request', serving.DEFAULT_MAX_ROWS, 'Most coordinates (or images) in one '
+    'request; more get a 400 naming the limit. Requests are evaluated '
+    f'{serving.DEFAULT_CHUNK_ROWS} rows at a time.', lower_bound=1)
 flags.register_multi_flags_validator(
     ['model_base_path', 'model_config_file'],
     lambda f: (f['model_base_path'] is None) != (f['model_config_file'] is None),
@@ -57,7 +61,7 @@ def main(argv):
   else:
     base = os.path.abspath(_MODEL_BASE_PATH.value)
     models = {_MODEL_NAME.value or os.path.basename(base.rstrip(os.sep)): base}
-  application = serving.ServingApp(models, _MAX_BODY_BYTES.value)
+  application = serving.ServingApp(models, _MAX_BODY_BYTES.value, _MAX_ROWS.value)
   for name, model in application.models.items():
     found = model.versions()
     print(f'{name}: {model.base_path} versions {found or "none yet (waiting for one)"}')

@@ -8,10 +8,14 @@ SavedModels) with the same URLs, JSON bodies and error JSON:
   POST /v1/models/NAME[/versions/N]:predict    {"signature_name": ..., "instances": [...]} (rows)
                                                or {"inputs": ...} (columns)
 
-The newest version is served by default; older ones stay addressable by /versions/N (TF Serving's
-default policy would unload them). New versions are picked up when they appear. Bad requests get
-`{"error": "..."}` with a 4xx status (TF Serving's codes: 400 invalid argument, 404 not found), and
-the server goes on serving. Only `:predict` is supported: the quines export predict signatures.
+The newest version that loads is served by default; older ones stay addressable by /versions/N
+(TF Serving's default policy would unload them). New versions are picked up when they appear. A
+version folder that fails to load (half copied, truncated) is reported in the model status as TF
+Serving reports it (state END, the error in its status), is never chosen by default, and is tried
+again once its files change. Bad requests get `{"error": "..."}` with a 4xx status (TF Serving's
+codes: 400 invalid argument, 404 not found), and the server goes on serving. A request holds at
+most `max_rows` coordinates or images, evaluated `chunk_rows` at a time, so that its memory is
+bounded. Only `:predict` is supported: the quines export predict signatures.
 """
 
 import json
@@ -27,6 +31,16 @@ from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response
 
 DEFAULT_MAX_BODY_BYTES = 64 << 20
+# Rows (coordinates or images) per request. A row costs about 150 bytes of parsed JSON, arrays and
+# response text, so 2**20 rows stay near 150 MB per request (measured: docs/EXPORT.md), well within
+# a 24 GiB machine even with dozens of such requests at once; the signatures run on bounded
+# chunks, so a quine's width does not multiply that.
+DEFAULT_MAX_ROWS = 1 << 20
+DEFAULT_CHUNK_ROWS = 1 << 14
+_ERROR_CODES = {getattr(tf.errors, name): name for name in (
+    'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND',
+    'ALREADY_EXISTS', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED',
+    'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED')}
 _ROUTE = re.compile(r'^/v1/models/(?P<name>[^/:]+)'
                     r'(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?'
                     r'(?P<verb>:[A-Za-z]+|/metadata)?/?$')
@@ -52,9 +66,33 @@ class Signature:
     self.inputs = dict(function.structured_input_signature[1])
     self.outputs = dict(function.structured_outputs)
 
-  def __call__(self, arrays):
+  def _run(self, arrays):
     outputs = self.function(**{k: tf.constant(v) for k, v in arrays.items()})
     return {k: v.numpy() for k, v in outputs.items()}
+
+  def __call__(self, arrays, chunk_rows=DEFAULT_CHUNK_ROWS):
+    """Runs the signature, `chunk_rows` rows at a time when every input is a batch of rows.
+
+    Args:
+      arrays: dict input name -> NumPy array.
+      chunk_rows: largest batch given to the function at once (bounds its intermediate tensors).
+
+    Returns:
+      dict output name -> NumPy array, the chunks' outputs concatenated.
+    """
+    rows = {a.shape[0] if a.ndim else None for a in arrays.values()}
+    batched = all(spec.shape.rank and spec.shape[0] is None for spec in self.inputs.values())
+    if not arrays or not batched or len(rows) != 1 or rows == {None} or max(rows) <= chunk_rows:
+      return self._run(arrays)
+    n = rows.pop()
+    parts = []
+    for start in range(0, n, chunk_rows):
+      part = self._run({k: v[start:start + chunk_rows] for k, v in arrays.items()})
+      size = min(chunk_rows, n - start)
+      if any(v.ndim == 0 or v.shape[0] != size for v in part.values()):
+        return self._run(arrays)  # not a row-wise signature: it needs the whole batch at once
+      parts.append(part)
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
 
 
 class Servable:
@@ -74,6 +112,33 @@ class Servable:
         for k, v in proto.meta_graphs[0].signature_def.items() if not k.startswith('__')}
 
 
+class LoadFailure:
+  """Why a version folder did not load, and what its files were then (to retry once they change)."""
+
+  def __init__(self, error, files):
+    self.files = files
+    self.error_code = (_ERROR_CODES.get(error.error_code, 'UNKNOWN')
+                       if isinstance(error, tf.errors.OpError)
+                       else 'NOT_FOUND' if isinstance(error, FileNotFoundError) else 'UNKNOWN')
+    text = error.message if isinstance(error, tf.errors.OpError) else str(error)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), '')
+    self.message = f'{type(error).__name__}: {first}'[:500]
+
+
+def _files(path):
+  """(relative path, size, mtime) of every file under `path`: changes when a copy progresses."""
+  found = []
+  for folder, _, names in os.walk(path):
+    for name in names:
+      try:
+        stat = os.stat(os.path.join(folder, name))
+      except OSError:
+        continue
+      found.append((os.path.relpath(os.path.join(folder, name), path), stat.st_size,
+                    stat.st_mtime_ns))
+  return tuple(sorted(found))
+
+
 class Model:
   """The versions of one model name under its base path, loaded when first asked for."""
 
@@ -81,6 +146,7 @@ class Model:
     self.name = name
     self.base_path = os.path.abspath(base_path)
     self._servables = {}
+    self._failures = {}
     self._lock = threading.Lock()
 
   def versions(self):
@@ -90,24 +156,70 @@ class Model:
     return sorted(int(v) for v in os.listdir(self.base_path) if v.isdigit()
                   and os.path.exists(os.path.join(self.base_path, v, 'saved_model.pb')))
 
-  def get(self, version=None):
-    """The Servable of `version` (None: the newest).
+  def _load(self, version):
+    """The Servable of `version`, or the LoadFailure of its current files (loaded at most once)."""
+    path = os.path.join(self.base_path, str(version))
+    with self._lock:  # one load per version, even under concurrent first requests
+      if version in self._servables:
+        return self._servables[version]
+      failure = self._failures.get(version)
+      files = _files(path)
+      if failure is not None and failure.files == files:
+        return failure
+      try:
+        self._servables[version] = Servable(self.name, version, path)
+      except Exception as error:  # pylint: disable=broad-except  (any damage: reported, not raised)
+        self._failures[version] = LoadFailure(error, files)
+        return self._failures[version]
+      self._failures.pop(version, None)
+      return self._servables[version]
+
+  def status(self, version=None):
+    """TF Serving's model_version_status entries, newest first (loads the versions to know).
 
     Raises:
-      ServingError: 404 when there is no such version.
+      ServingError: 404 when there is no such version, or no version at all.
     """
     available = self.versions()
-    if version is None:
-      if not available:
-        raise ServingError(404, f'Servable not found for request: Latest({self.name})')
-      version = available[-1]
-    elif version not in available:
+    if version is not None and version not in available:
       raise ServingError(404, f'Servable not found for request: Specific({self.name}, {version})')
-    with self._lock:  # one load per version, even under concurrent first requests
-      if version not in self._servables:
-        self._servables[version] = Servable(
-            self.name, version, os.path.join(self.base_path, str(version)))
-      return self._servables[version]
+    if not available:
+      raise ServingError(404, f'Could not find any versions of model {self.name}')
+    entries = []
+    for v in reversed([version] if version is not None else available):
+      loaded = self._load(v)
+      if isinstance(loaded, LoadFailure):
+        entries.append({'version': str(v), 'state': 'END', 'status': {
+            'error_code': loaded.error_code, 'error_message': loaded.message}})
+      else:
+        entries.append({'version': str(v), 'state': 'AVAILABLE',
+                        'status': {'error_code': 'OK', 'error_message': ''}})
+    return {'model_version_status': entries}
+
+  def get(self, version=None):
+    """The Servable of `version` (None: the newest version that loads).
+
+    Raises:
+      ServingError: 404 when there is no such version, or it (or every version) fails to load.
+    """
+    available = self.versions()
+    if version is not None:
+      if version not in available:
+        raise ServingError(404, f'Servable not found for request: Specific({self.name}, '
+                           f'{version})')
+      loaded = self._load(version)
+      if isinstance(loaded, LoadFailure):
+        raise ServingError(404, f'Servable not found for request: Specific({self.name}, '
+                           f'{version}): version {version} failed to load: {loaded.message}')
+      return loaded
+    failed = []
+    for v in reversed(available):
+      loaded = self._load(v)
+      if not isinstance(loaded, LoadFailure):
+        return loaded
+      failed.append(v)
+    why = f' (versions {failed} failed to load)' if failed else ''
+    raise ServingError(404, f'Servable not found for request: Latest({self.name}){why}')
 
 
 # --------------------------------------------------------------------------- request bodies
@@ -133,7 +245,15 @@ def _tensor(value, spec, where):
   return array.astype(dtype.as_numpy_dtype)
 
 
-def _row_inputs(instances, signature):
+def _check_rows(value, where, max_rows):
+  """Refuses a batch of more than `max_rows` rows before it is converted or evaluated."""
+  if max_rows is not None and isinstance(value, list) and len(value) > max_rows:
+    raise ServingError(400, f'{where}: {len(value)} rows (coordinates or images) exceed this '
+                       f'server\'s limit of {max_rows} per request (--max_rows_per_request); '
+                       'split the request')
+
+
+def _row_inputs(instances, signature, max_rows=None):
   """Row format: a list of instances, each a value (one input) or a dict of inputs."""
   if not isinstance(instances, list):
     raise ServingError(400, "'instances' must be a list")
@@ -142,6 +262,7 @@ def _row_inputs(instances, signature):
     raise ServingError(400, 'this signature takes no inputs: send {"inputs": {}} (columnar)')
   if not instances:
     raise ServingError(400, "'instances' is empty")
+  _check_rows(instances, "'instances'", max_rows)
   if all(isinstance(x, dict) for x in instances):
     columns = {}
     for name in names:
@@ -159,12 +280,14 @@ def _row_inputs(instances, signature):
           for k, v in columns.items()}
 
 
-def _column_inputs(inputs, signature):
+def _column_inputs(inputs, signature, max_rows=None):
   """Columnar format: one value (one input) or a dict input name -> value."""
   names = list(signature.inputs)
   if isinstance(inputs, dict) and (set(inputs) <= set(names) or not names):
     if set(inputs) != set(names):
       raise ServingError(400, f'inputs {sorted(inputs)} do not match the signature\'s {names}')
+    for k, v in inputs.items():
+      _check_rows(v, f"'inputs' input '{k}'", max_rows)
     return {k: _tensor(v, signature.inputs[k], f"'inputs' input '{k}'") for k, v in
             inputs.items()}
   if isinstance(inputs, dict):
@@ -172,6 +295,7 @@ def _column_inputs(inputs, signature):
                        f'takes {names}')
   if len(names) != 1:
     raise ServingError(400, f'the signature takes {len(names)} inputs {names}: send an object')
+  _check_rows(inputs, "'inputs'", max_rows)
   return {names[0]: _tensor(inputs, signature.inputs[names[0]], "'inputs'")}
 
 
@@ -183,8 +307,21 @@ def _op_error_message(error):
   return useful[0] if useful else lines[-1] if lines else type(error).__name__
 
 
-def predict(servable, body):
-  """Runs a :predict request body (parsed JSON) and returns the response object."""
+def predict(servable, body, max_rows=DEFAULT_MAX_ROWS, chunk_rows=DEFAULT_CHUNK_ROWS):
+  """Runs a :predict request body (parsed JSON) and returns the response object.
+
+  Args:
+    servable: the loaded version to run.
+    body: the parsed JSON body.
+    max_rows: most rows (coordinates or images) of an input in one request; None: no limit.
+    chunk_rows: rows evaluated at once.
+
+  Returns:
+    TF Serving's response object ({"predictions": ...} or {"outputs": ...}).
+
+  Raises:
+    ServingError: a request that cannot be served (its status and message).
+  """
   if not isinstance(body, dict):
     raise ServingError(400, 'the request body must be a JSON object')
   name = body.get('signature_name', 'serving_default')
@@ -196,10 +333,10 @@ def predict(servable, body):
     raise ServingError(400, "Missing 'inputs' or 'instances' key" if 'inputs' not in body else
                        "Specify either 'instances' or 'inputs', not both")
   row = 'instances' in body
-  arrays = (_row_inputs(body['instances'], signature) if row
-            else _column_inputs(body['inputs'], signature))
+  arrays = (_row_inputs(body['instances'], signature, max_rows) if row
+            else _column_inputs(body['inputs'], signature, max_rows))
   try:
-    outputs = signature(arrays)
+    outputs = signature(arrays, chunk_rows)
   except tf.errors.InvalidArgumentError as e:
     raise ServingError(400, _op_error_message(e)) from e
   except (ValueError, TypeError) as e:
@@ -228,26 +365,26 @@ def _json(status, obj):
 class ServingApp:
   """The WSGI application: models by name, TF Serving's REST routes."""
 
-  def __init__(self, models, max_body_bytes=DEFAULT_MAX_BODY_BYTES):
-    """Args: models: dict name -> base path (the folder of numeric versions); max_body_bytes."""
+  def __init__(self, models, max_body_bytes=DEFAULT_MAX_BODY_BYTES, max_rows=DEFAULT_MAX_ROWS,
+               chunk_rows=DEFAULT_CHUNK_ROWS):
+    """Makes the application.
+
+    Args:
+      models: dict name -> base path (the folder of numeric versions).
+      max_body_bytes: larger request bodies get a 413.
+      max_rows: most coordinates or images in one request (more get a 400); None: no limit.
+      chunk_rows: rows given to a signature at once.
+    """
     self.models = {name: Model(name, path) for name, path in models.items()}
     self.max_body_bytes = max_body_bytes
+    self.max_rows = max_rows
+    self.chunk_rows = chunk_rows
 
   def _model(self, name):
     if name not in self.models:
       raise ServingError(404, f'Servable not found for request: Latest({name}) '
                          f'(models: {sorted(self.models)})')
     return self.models[name]
-
-  def _status(self, model, version):
-    versions = [version] if version is not None else model.versions()
-    if version is not None:
-      model.get(version)
-    elif not versions:
-      raise ServingError(404, f'Could not find any versions of model {model.name}')
-    return {'model_version_status': [
-        {'version': str(v), 'state': 'AVAILABLE',
-         'status': {'error_code': 'OK', 'error_message': ''}} for v in reversed(versions)]}
 
   def _body(self, request):
     length = request.content_length
@@ -261,6 +398,8 @@ class ServingApp:
       return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
       raise ServingError(400, f'JSON Parse error: {e}') from e
+    except RecursionError as e:  # Python's parser recurses once per nesting level
+      raise ServingError(400, 'JSON Parse error: nested too deeply') from e
 
   def handle(self, request):
     match = _ROUTE.match(request.path)
@@ -280,7 +419,7 @@ class ServingApp:
       if request.method != 'GET':
         raise ServingError(405, f'{request.method} is not allowed here: use GET')
       if verb is None:
-        return self._status(model, version)
+        return model.status(version)
       servable = model.get(version)
       return {'model_spec': {'name': model.name, 'signature_name': '',
                              'version': str(servable.version)},
@@ -291,7 +430,7 @@ class ServingApp:
     if request.method != 'POST':
       raise ServingError(405, f'{request.method} is not allowed here: use POST')
     body = self._body(request)
-    return predict(model.get(version), body)
+    return predict(model.get(version), body, self.max_rows, self.chunk_rows)
 
   def __call__(self, environ, start_response):
     request = Request(environ)
@@ -299,6 +438,8 @@ class ServingApp:
       response = _json(200, self.handle(request))
     except ServingError as e:
       response = _json(e.status, {'error': e.message})
+    except RecursionError:  # a parsed body deep enough to exhaust the stack of what reads it
+      response = _json(400, {'error': 'the request is nested too deeply'})
     except Exception as e:  # pylint: disable=broad-except  (the server must keep serving)
       response = _json(500, {'error': f'{type(e).__name__}: {e}'})
     return response(environ, start_response)

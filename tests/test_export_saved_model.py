@@ -1,5 +1,6 @@
 """Tests of export.saved_model: SavedModel round trip, signatures, versions, bad workdirs."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -82,11 +83,73 @@ class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
                  "outputs['predicted_weights']", "outputs['theta']"):
       self.assertIn(text, out)
 
+  def _session_run(self, kind, signature, feeds=None):
+    """Runs `signature` the way TF Serving does: TF1 loader, fresh graph, Session, tensor names."""
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess:
+      meta_graph = tf.compat.v1.saved_model.loader.load(sess, ['serve'], self.paths[kind])
+      signature_def = meta_graph.signature_def[signature]
+      self.assertCountEqual(signature_def.inputs, feeds or {})
+      feed_dict = {signature_def.inputs[k].name: v for k, v in (feeds or {}).items()}
+      fetches = {k: t.name for k, t in signature_def.outputs.items()}
+      return sess.run(fetches, feed_dict)
+
+  @parameterized.parameters('vanilla', 'auxiliary')
+  def test_tf1_session_loader_runs_every_signature(self, kind):
+    model = self.models[kind]
+    coordinates = np.arange(model.num_weights, dtype=np.int64)
+    self.assertAllEqual(self._session_run(kind, 'weights')['theta'], model.flatten())
+    out = self._session_run(kind, 'predict_weights', {'coordinates': coordinates})
+    self.assertAllClose(out['predicted_weights'], model.predict_weights(coordinates),
+                        rtol=0, atol=1e-7)
+    if kind == 'auxiliary':
+      images, _ = testing.fake_images(5, 16, 3)
+      expected = model.classify(images)
+      for name in ('serving_default', 'classify'):
+        out = self._session_run(kind, name, {'images': images})
+        self.assertEqual(sorted(out), ['logits', 'probabilities'])
+        self.assertAllClose(out['logits'], expected, rtol=1e-6, atol=1e-6)
+        self.assertAllClose(out['probabilities'], tf.nn.softmax(expected), atol=1e-6)
+    else:
+      out = self._session_run(kind, 'serving_default', {'coordinates': coordinates})
+      self.assertAllClose(out['predicted_weights'], model.predict_weights(coordinates),
+                          rtol=0, atol=1e-7)
+
+  def test_tf1_session_loader_refuses_out_of_range_coordinates(self):
+    for bad in (-1, 36):
+      with self.assertRaisesRegex(tf.errors.InvalidArgumentError, 'coordinates must be'):
+        self._session_run('vanilla', 'predict_weights', {'coordinates': np.array([bad])})
+
+  @parameterized.parameters(('vanilla', 'serving_default'), ('auxiliary', 'serving_default'),
+                            ('auxiliary', 'predict_weights'))
+  def test_saved_model_cli_run_gives_the_live_models_numbers(self, kind, signature):
+    # `saved_model_cli run` restores through a Session, as TensorFlow Serving's C++ loader does.
+    # (It refuses a run without inputs, so the `weights` signature is checked above instead.)
+    model = self.models[kind]
+    out_dir = self.create_tempdir().full_path
+    coordinates = np.array([0, 1, model.num_weights - 1], np.int64)
+    images, _ = testing.fake_images(4, 16, 3)
+    if signature == 'serving_default' and kind == 'auxiliary':
+      np.save(os.path.join(out_dir, 'images.npy'), images)
+      inputs = ['--inputs', f'images={os.path.join(out_dir, "images.npy")}']
+      want = {'logits': model.classify(images)}
+    else:
+      inputs = ['--input_exprs', f'coordinates={coordinates.tolist()}']
+      want = {'predicted_weights': model.predict_weights(coordinates)}
+    cli = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
+    result = subprocess.run(
+        [cli, 'run', '--dir', self.paths[kind], '--tag_set', 'serve', '--signature_def',
+         signature, '--outdir', out_dir, '--overwrite'] + inputs,
+        capture_output=True, text=True, timeout=180, check=False)
+    self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    for key, value in want.items():
+      self.assertAllClose(np.load(os.path.join(out_dir, f'{key}.npy')), value,
+                          rtol=1e-6, atol=1e-6)
+
   def test_versions_increment_and_are_never_overwritten_unless_asked(self):
     base = os.path.join(self.create_tempdir().full_path, 'exports')
     workdir = os.path.join(self.root, 'vanilla')
     first = saved_model.export_workdir(workdir, base, 'm')
-    second = saved_model.export_workdir(workdir, base, 'm')
+    second = saved_model.export_workdir(workdir, base, 'm', force_new_version=True)
     self.assertEqual([os.path.basename(first), os.path.basename(second)], ['1', '2'])
     stamp = os.path.getmtime(os.path.join(first, 'manifest.json'))
     with self.assertRaisesRegex(saved_model.ExportError, 'already exists.*--overwrite'):
@@ -95,6 +158,54 @@ class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
     saved_model.export_workdir(workdir, base, 'm', version=1, overwrite=True)
     dump_lib.read_dump(first)
     self.assertEqual(sorted(os.listdir(os.path.join(base, 'm'))), ['1', '2'])
+
+  def test_the_same_checkpoint_is_not_exported_again_unless_forced(self):
+    base = os.path.join(self.create_tempdir().full_path, 'exports')
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    testing.make_workdir(workdir, testing.VANILLA, scale=2.0)
+    first = saved_model.export_workdir(workdir, base, 'm')
+    stamp = os.path.getmtime(os.path.join(first, 'manifest.json'))
+    with self.assertLogs(level='WARNING') as logs:
+      again = saved_model.export_workdir(workdir, base, 'm')
+    self.assertEqual(again, first)
+    self.assertIn('already holds this export', logs.output[0])
+    self.assertEqual(os.path.getmtime(os.path.join(first, 'manifest.json')), stamp)
+    self.assertEqual(saved_model.versions(os.path.join(base, 'm')), [1])
+    source = dump_lib.read_dump(first).manifest['source']
+    self.assertEqual(source['theta_sha256'],
+                     hashlib.sha256(dump_lib.read_dump(first).theta.tobytes()).hexdigest())
+    forced = saved_model.export_workdir(workdir, base, 'm', force_new_version=True)
+    self.assertEqual(os.path.basename(forced), '2')
+    # The same checkpoint path with other weights (a run trained again) is a new export.
+    shutil.rmtree(workdir)
+    testing.make_workdir(workdir, testing.VANILLA, scale=3.0)
+    self.assertEqual(os.path.basename(saved_model.export_workdir(workdir, base, 'm')), '3')
+    # So is the same checkpoint when the newest version is damaged.
+    os.remove(os.path.join(base, 'm', '3', 'weights.safetensors'))
+    self.assertEqual(os.path.basename(saved_model.export_workdir(workdir, base, 'm')), '4')
+
+  def test_folders_left_by_killed_exports_are_cleaned_by_the_next(self):
+    base = os.path.join(self.create_tempdir().full_path, 'exports')
+    workdir = os.path.join(self.root, 'vanilla')
+    first = saved_model.export_workdir(workdir, base, 'm')
+    model_dir = os.path.dirname(first)
+    for name in ('.2.tmp-killed', '.1.old-finished'):  # a killed export, a killed overwrite
+      os.makedirs(os.path.join(model_dir, name, 'variables'))
+    shutil.copytree(first, os.path.join(model_dir, '.3.old-interrupted'))  # version 3 moved aside
+    with open(os.path.join(model_dir, '.2.tmp-killed', 'saved_model.pb'), 'wb') as f:
+      f.write(b'half')
+    os.makedirs(os.path.join(model_dir, '.notes'))  # anything else is left alone
+    saved_model.export_workdir(workdir, base, 'm', force_new_version=True)
+    self.assertEqual(sorted(os.listdir(model_dir)), ['.notes', '1', '3', '4'])
+    dump_lib.read_dump(os.path.join(model_dir, '3'))
+
+  def test_an_unwritable_export_dir_is_an_export_error(self):
+    base = self.create_tempdir().full_path
+    with open(os.path.join(base, 'file'), 'w') as f:
+      f.write('not a folder')
+    with self.assertRaisesRegex(saved_model.ExportError, 'cannot export into'):
+      saved_model.export_workdir(os.path.join(self.root, 'vanilla'), os.path.join(base, 'file'),
+                                 'm')
 
   def test_exported_theta_is_the_checkpointed_one(self):
     for kind, config in testing.CONFIGS.items():

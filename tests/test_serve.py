@@ -1,13 +1,16 @@
 """Tests of export.serving: TF Serving's REST API answered over real HTTP on a loopback port."""
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -18,6 +21,30 @@ from export import serving
 from export import testing
 
 _TIMEOUT_S = 30
+
+
+@contextlib.contextmanager
+def _serve(app):
+  """Serves `app` on a free loopback port in a thread; yields its URL."""
+  server = werkzeug_serving.make_server('127.0.0.1', 0, app, threaded=True)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  try:
+    yield f'http://127.0.0.1:{server.server_port}'
+  finally:
+    server.shutdown()
+    thread.join(_TIMEOUT_S)
+
+
+def _request(url, body=None, raw=None):
+  """(status, parsed JSON) of a GET (no body) or POST."""
+  data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+  try:
+    with urllib.request.urlopen(urllib.request.Request(url, data=data),
+                                timeout=_TIMEOUT_S) as response:
+      return response.status, json.loads(response.read())
+  except urllib.error.HTTPError as e:
+    return e.code, json.loads(e.read())
 
 
 class ServerTest(tf.test.TestCase):
@@ -37,23 +64,26 @@ class ServerTest(tf.test.TestCase):
     cls.url = f'http://127.0.0.1:{cls.server.server_port}'
     cls.thread = threading.Thread(target=cls.server.serve_forever, daemon=True)
     cls.thread.start()
+    # A second server with a large body limit and a small row cap and chunk size.
+    cls.capped = serving.ServingApp({'vanilla': os.path.join(cls.root, 'x', 'vanilla'),
+                                     'aux': os.path.join(cls.root, 'x', 'auxiliary')},
+                                    max_body_bytes=16 << 20, max_rows=1000, chunk_rows=64)
+    cls.capped_server = werkzeug_serving.make_server('127.0.0.1', 0, cls.capped, threaded=True)
+    cls.capped_url = f'http://127.0.0.1:{cls.capped_server.server_port}'
+    cls.capped_thread = threading.Thread(target=cls.capped_server.serve_forever, daemon=True)
+    cls.capped_thread.start()
 
   @classmethod
   def tearDownClass(cls):
-    cls.server.shutdown()
-    cls.thread.join(_TIMEOUT_S)
+    for server, thread in ((cls.server, cls.thread), (cls.capped_server, cls.capped_thread)):
+      server.shutdown()
+      thread.join(_TIMEOUT_S)
     shutil.rmtree(cls.root, ignore_errors=True)
     super().tearDownClass()
 
-  def request(self, path, body=None, raw=None):
-    """(status, parsed JSON) of a GET (no body) or POST."""
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    request = urllib.request.Request(self.url + path, data=data)
-    try:
-      with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
-        return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as e:
-      return e.code, json.loads(e.read())
+  def request(self, path, body=None, raw=None, url=None):
+    """(status, parsed JSON) of a GET (no body) or POST to the first server (or `url`)."""
+    return _request((url or self.url) + path, body, raw)
 
   def test_status_and_metadata(self):
     status, body = self.request('/v1/models/vanilla')
@@ -136,6 +166,140 @@ class ServerTest(tf.test.TestCase):
     for status, body, want in results:
       self.assertEqual(status, 200, body)
       self.assertAllClose(body['predictions'], want, rtol=0, atol=1e-7)
+
+  def test_json_nested_any_depth_is_a_400(self):
+    def nested(depth, kind):
+      return ('[' * depth + ']' * depth if kind == 'list'
+              else '{"a": ' * depth + '0' + '}' * depth)
+
+    for depth in (2, 33, 500, 990, 1000, 5000, 200000):
+      for kind in ('list', 'dict'):
+        x = nested(depth, kind)
+        for raw in (x, f'{{"instances": {x}}}', f'{{"instances": [{x}]}}',
+                    f'{{"inputs": {{"coordinates": {x}}}}}', f'{{"inputs": {x}}}',
+                    f'{{"signature_name": {x}, "instances": [0]}}'):
+          status, body = self.request('/v1/models/vanilla:predict', raw=raw.encode(),
+                                      url=self.capped_url)
+          self.assertEqual(status, 400, (depth, kind, raw[:60], body))
+          self.assertTrue(body['error'])
+    self.assertEqual(self.request('/v1/models/vanilla:predict', {'instances': [1]},
+                                  url=self.capped_url)[0], 200)
+
+  def test_rows_per_request_are_capped_with_the_limit_in_the_message(self):
+    images, _ = testing.fake_images(1001, 16, 3)
+    cases = [('vanilla', {'instances': [0] * 1001}),
+             ('vanilla', {'inputs': [0] * 1001}),
+             ('vanilla', {'inputs': {'coordinates': [0] * 1001}}),
+             ('vanilla', {'instances': [{'coordinates': 0}] * 1001}),
+             ('aux', {'instances': images.tolist()}),
+             ('aux', {'inputs': {'images': images.tolist()}})]
+    for name, body in cases:
+      status, answer = self.request(f'/v1/models/{name}:predict', body, url=self.capped_url)
+      self.assertEqual(status, 400, (name, answer))
+      self.assertIn('limit of 1000 per request (--max_rows_per_request)', answer['error'])
+    # At the cap the request is served, in chunks of 64 rows, with the live model's numbers.
+    coordinates = np.arange(1000) % 36
+    status, answer = self.request('/v1/models/vanilla:predict',
+                                  {'instances': coordinates.tolist()}, url=self.capped_url)
+    self.assertEqual(status, 200, answer)
+    self.assertAllClose(answer['predictions'],
+                        self.models['vanilla'].predict_weights(tf.constant(coordinates)),
+                        rtol=0, atol=1e-7)
+    status, answer = self.request('/v1/models/aux:predict', {'inputs': images[:1000].tolist()},
+                                  url=self.capped_url)
+    self.assertEqual(status, 200, answer)
+    self.assertAllClose(answer['outputs']['logits'],
+                        self.models['auxiliary'].classify(images[:1000]), atol=1e-5)
+
+  def test_signatures_run_in_bounded_chunks(self):
+    signature = self.capped.models['vanilla'].get().signatures['predict_weights']
+    sizes = []
+    run = signature._run  # pylint: disable=protected-access
+
+    def spy(arrays):
+      sizes.append(len(arrays['coordinates']))
+      return run(arrays)
+
+    coordinates = np.arange(150, dtype=np.int64) % 36
+    with mock.patch.object(signature, '_run', spy):
+      got = signature({'coordinates': coordinates}, chunk_rows=64)
+    self.assertEqual(sizes, [64, 64, 22])
+    self.assertAllClose(got['predicted_weights'],
+                        self.models['vanilla'].predict_weights(tf.constant(coordinates)),
+                        rtol=0, atol=1e-7)
+
+  def test_bounded_load_on_loopback(self):
+    # 96 requests from 8 threads, a third of them at the row cap, some over it: every one gets
+    # the right answer or a 400 within the time bound, and the server answers afterwards.
+    model = self.models['vanilla']
+    rng = np.random.default_rng(0)
+    sizes = [1000 if i % 3 == 0 else 1001 if i % 8 == 1 else int(rng.integers(1, 200))
+             for i in range(96)]
+
+    def ask(size):
+      coordinates = (np.arange(size) * 7) % 36
+      status, body = self.request('/v1/models/vanilla:predict',
+                                  {'instances': coordinates.tolist()}, url=self.capped_url)
+      return size, coordinates, status, body
+
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+      results = list(pool.map(ask, sizes, timeout=120))
+    self.assertLess(time.monotonic() - start, 120)
+    for size, coordinates, status, body in results:
+      if size > 1000:
+        self.assertEqual(status, 400, body)
+        self.assertIn('limit of 1000', body['error'])
+      else:
+        self.assertEqual(status, 200, body)
+        self.assertAllClose(body['predictions'], model.predict_weights(tf.constant(coordinates)),
+                            rtol=0, atol=1e-7)
+    self.assertEqual(self.request('/v1/models/vanilla', url=self.capped_url)[0], 200)
+
+  def test_versions_that_fail_to_load_are_reported_and_skipped(self):
+    base = os.path.join(self.create_tempdir().full_path, 'm')
+    good = os.path.join(self.root, 'x', 'vanilla', '1')
+    for version in (1, 2, 3, 4, 5):
+      shutil.copytree(good, os.path.join(base, str(version)))
+    for name in os.listdir(os.path.join(base, '2')):  # a half-finished copy
+      if name != 'saved_model.pb':
+        shutil.rmtree(os.path.join(base, '2', name), ignore_errors=True)
+        if os.path.exists(os.path.join(base, '2', name)):
+          os.remove(os.path.join(base, '2', name))
+    for path in (os.path.join(base, '3', 'saved_model.pb'),  # truncated copies
+                 os.path.join(base, '4', 'variables', 'variables.data-00000-of-00001'),
+                 os.path.join(base, '5', 'saved_model.pb')):
+      with open(path, 'r+b') as f:
+        f.truncate(os.path.getsize(path) // 2)
+    app = serving.ServingApp({'m': base})
+    with _serve(app) as url:
+      status, body = _request(url + '/v1/models/m')
+      self.assertEqual(status, 200, body)
+      states = {e['version']: e for e in body['model_version_status']}
+      self.assertEqual([e['version'] for e in body['model_version_status']],
+                       ['5', '4', '3', '2', '1'])
+      self.assertEqual(states['1']['state'], 'AVAILABLE')
+      for version in ('2', '3', '4', '5'):
+        self.assertEqual(states[version]['state'], 'END', states[version])
+        self.assertNotEqual(states[version]['status']['error_code'], 'OK')
+        self.assertTrue(states[version]['status']['error_message'])
+      status, body = _request(url + '/v1/models/m/versions/4')
+      self.assertEqual(body['model_version_status'][0]['state'], 'END')
+      # The default route serves the newest version that loads.
+      status, body = _request(url + '/v1/models/m:predict', {'instances': [0, 35]})
+      self.assertEqual(status, 200, body)
+      self.assertAllClose(body['predictions'],
+                          self.models['vanilla'].predict_weights(tf.constant([0, 35])),
+                          rtol=0, atol=1e-7)
+      self.assertEqual(_request(url + '/v1/models/m/metadata')[1]['model_spec']['version'], '1')
+      status, body = _request(url + '/v1/models/m/versions/3:predict', {'instances': [0]})
+      self.assertEqual(status, 404, body)
+      self.assertIn('failed to load', body['error'])
+      # Once the copy of version 5 completes, it loads and becomes the default.
+      shutil.copy(os.path.join(good, 'saved_model.pb'), os.path.join(base, '5'))
+      self.assertEqual(_request(url + '/v1/models/m/metadata')[1]['model_spec']['version'], '5')
+      self.assertEqual(_request(url + '/v1/models/m/versions/5')[1]['model_version_status'][0]
+                       ['state'], 'AVAILABLE')
 
   def test_newest_version_is_served_by_default(self):
     base = os.path.join(self.create_tempdir().full_path, 'm')

@@ -4,10 +4,12 @@ import csv
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 
 from absl.testing import absltest
 
-from conftest import aux_train_config, fake_mnist
+from conftest import REPO_ROOT, aux_train_config, fake_mnist
 from trainers import sweep_lib
 
 
@@ -43,6 +45,38 @@ class SweepTest(absltest.TestCase):
     self.assertEqual(first[0]['l_sr'], again[0]['l_sr'])
     with open(os.path.join(sweep_dir, 'lambda_0.1', 'metrics.jsonl')) as f:
       self.assertLen(f.readlines(), 2)  # init + one epoch, not retrained
+
+
+
+class SweepAuxCliTest(absltest.TestCase):
+  """The sweep_aux.py binary refuses what cannot run before loading any data."""
+
+  def _run(self, *args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p)
+    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'trainers', 'sweep_aux.py'),
+                           *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+  def test_a_preset_that_cannot_take_mnist_is_refused_before_loading_it(self):
+    empty = self.create_tempdir().full_path  # no MNIST here: the check must come first
+    sweep_dir = os.path.join(self.create_tempdir().full_path, 'sweep')
+    proc = self._run(f'--sweep_dir={sweep_dir}', '--preset=tiny', f'--data_dir={empty}',
+                     '--nodownload')
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertNotIn('Traceback', proc.stderr)
+    self.assertEqual(proc.stderr.strip().splitlines()[-1],
+                     'sweep_aux.py: error: --preset=tiny cannot run on MNIST: its quine takes '
+                     '16-pixel images in 3 classes, MNIST has 784 pixels and 10 classes')
+    self.assertFalse(os.path.exists(sweep_dir))
+
+  def test_non_finite_task_weights_are_refused(self):
+    sweep_dir = os.path.join(self.create_tempdir().full_path, 'sweep')
+    proc = self._run(f'--sweep_dir={sweep_dir}', '--task_weights=0.1,nan')
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertEqual(proc.stderr.strip().splitlines()[-1],
+                     'sweep_aux.py: error: --task_weights=0.1,nan must be finite numbers >= 0')
+    self.assertFalse(os.path.exists(sweep_dir))
 
 
 if __name__ == '__main__':

@@ -30,6 +30,25 @@ class TrainAuxCliTest(absltest.TestCase):
     self.assertLess(time.monotonic() - start, 60)  # the interpreter start, not a download
     self.assertFalse(os.path.exists(workdir))  # nothing written before the failure
 
+  def test_non_finite_weights_are_refused_naming_the_flag(self):
+    for flag in ('--task_weight=nan', '--replication_weight=inf'):
+      workdir = os.path.join(self.create_tempdir().full_path, 'run')
+      proc = _run(f'--workdir={workdir}', flag)
+      self.assertNotEqual(proc.returncode, 0)
+      self.assertEqual(proc.stderr.strip().splitlines()[-1],
+                       f'train_aux.py: error: {flag} must be a finite number')
+      self.assertFalse(os.path.exists(workdir))
+
+  def test_a_preset_that_cannot_take_mnist_is_refused_before_loading_it(self):
+    empty = self.create_tempdir().full_path  # no MNIST here: the check must come first
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    proc = _run(f'--workdir={workdir}', '--preset=tiny', f'--data_dir={empty}', '--nodownload')
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertEqual(proc.stderr.strip().splitlines()[-1],
+                     'train_aux.py: error: --preset=tiny cannot run on MNIST: its quine takes '
+                     '16-pixel images in 3 classes, MNIST has 784 pixels and 10 classes')
+    self.assertFalse(os.path.exists(workdir))
+
   def test_bad_flag_is_refused_before_any_work(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
     proc = _run(f'--workdir={workdir}', '--task_weight=-1')

@@ -11,13 +11,19 @@ import dataclasses
 import glob
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
 
 from conftest import numpy_kernels
 from conftest import numpy_predict_weights
+from conftest import tiny_aux_config
 from conftest import tiny_model_config
 from conftest import tiny_train_config
 from models import build_quine
@@ -44,6 +50,39 @@ def _read_lines(workdir):
 
 def _without_timing(records):
   return [{k: v for k, v in r.items() if k not in _TIMING_FIELDS} for r in records]
+
+
+def _tensorboard_scalars(workdir, tag):
+  """[(step, value)] of a scalar as TensorBoard's own reader loads it from the run's logs."""
+  accumulator = event_accumulator.EventAccumulator(
+      os.path.join(workdir, 'tensorboard'), size_guidance={event_accumulator.TENSORS: 0})
+  accumulator.Reload()
+  return [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in accumulator.Tensors(tag)]
+
+
+# Trains the tiny preset for 3 epochs in argv[1] and SIGKILLs itself at argv[2]: 'save:P' as
+# phase P's checkpoint is about to be written (its metrics line and summaries are), 'phase:P' as
+# phase P starts.
+_KILLED_RUN = textwrap.dedent('''
+    import os, signal, sys
+    sys.path[:0] = [{repo!r}, {tests!r}]
+    import tensorflow as tf
+    from conftest import tiny_train_config
+    from trainers import train_lib
+    where, at = sys.argv[2].split(':')
+    save, run_phase = tf.train.CheckpointManager.save, train_lib.QuineTrainer.run_phase
+    def dying_save(self, checkpoint_number=None, **kwargs):
+      if where == 'save' and checkpoint_number == int(at):
+        os.kill(os.getpid(), signal.SIGKILL)
+      return save(self, checkpoint_number=checkpoint_number, **kwargs)
+    def dying_phase(self, kind, phase):
+      if where == 'phase' and phase == int(at):
+        os.kill(os.getpid(), signal.SIGKILL)
+      return run_phase(self, kind, phase)
+    tf.train.CheckpointManager.save = dying_save
+    train_lib.QuineTrainer.run_phase = dying_phase
+    train_lib.run(tiny_train_config(num_epochs=3), sys.argv[1])
+''')
 
 
 def _all_rows(trainer, phase):
@@ -276,6 +315,12 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
       ('noise', dict(noise_stddev=0.0), '--noise_stddev'),
       ('max_weight_rms', dict(max_weight_rms=0.0), '--max_weight_rms'),
       ('model', dict(model=tiny_model_config(width=0)), 'width'),
+      ('nan_learning_rate', dict(learning_rate=float('nan')), '--learning_rate=nan must be'),
+      ('infinite_noise', dict(noise_stddev=float('inf')), '--noise_stddev=inf must be'),
+      ('nan_task_weight', dict(model=tiny_aux_config(), task_weight=float('nan')),
+       '--task_weight=nan must be a finite number'),
+      ('infinite_replication_weight', dict(replication_weight=-float('inf')),
+       '--replication_weight=-inf must be a finite number'),
   )
   def test_validate_names_the_bad_flag(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):
@@ -396,6 +441,51 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
     train_lib.run(dataclasses.replace(config, num_epochs=4), b)
     self.assertEqual([m['phase'] for m in _read_lines(a)], [0, 1, 2, 3, 4])
     self.assertEqual(_without_timing(_read_lines(a)), _without_timing(_read_lines(b)))
+
+  @parameterized.parameters('save:0', 'phase:1', 'save:2')
+  def test_a_sigkilled_run_resumes_without_recording_a_phase_twice(self, kill_at):
+    # save:0 is a kill before the first checkpoint (phase 0 logged), phase:1 one during the first
+    # epoch, save:2 one between phase 2's summaries and its checkpoint.
+    killed, straight = self._workdir('killed'), self._workdir('straight')
+    tests = os.path.dirname(os.path.abspath(__file__))
+    script = _KILLED_RUN.format(repo=os.path.dirname(tests), tests=tests)
+    result = subprocess.run([sys.executable, '-c', script, killed, kill_at],
+                            capture_output=True, text=True, timeout=300, check=False)
+    self.assertEqual(result.returncode, -signal.SIGKILL, result.stderr[-2000:])
+    config = tiny_train_config(num_epochs=3)
+    train_lib.run(config, killed)
+    train_lib.run(config, straight)
+    self.assertEqual([m['phase'] for m in _read_lines(killed)], [0, 1, 2, 3])
+    self.assertEqual(_without_timing(_read_lines(killed)), _without_timing(_read_lines(straight)))
+    scalars = _tensorboard_scalars(killed, 'l_sr')
+    self.assertEqual([step for step, _ in scalars], [0, 1, 2, 3])
+    self.assertAllClose([value for _, value in scalars],
+                        [value for _, value in _tensorboard_scalars(straight, 'l_sr')])
+
+  def test_summaries_past_the_restored_checkpoint_are_dropped_on_resume(self):
+    config = tiny_train_config(num_epochs=3)
+    workdir = self._workdir()
+    train_lib.run(config, workdir)
+    checkpoints = os.path.join(workdir, 'checkpoints')  # as if killed before ckpt-3
+    for path in glob.glob(os.path.join(checkpoints, 'ckpt-3.*')):
+      os.remove(path)
+    tf.compat.v1.train.update_checkpoint_state(
+        checkpoints, os.path.join(checkpoints, 'ckpt-2'),
+        all_model_checkpoint_paths=[os.path.join(checkpoints, f'ckpt-{i}') for i in (1, 2)])
+    train_lib.run(dataclasses.replace(config, num_epochs=4), workdir)
+    self.assertEqual([step for step, _ in _tensorboard_scalars(workdir, 'l_sr')],
+                     [0, 1, 2, 3, 4])
+
+  def test_a_torn_last_metrics_line_is_dropped_on_resume(self):
+    config = tiny_train_config(num_epochs=2)
+    workdir = self._workdir()
+    train_lib.run(config, workdir)
+    with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
+      f.write('{"phase": 3, "l_sr": 0.1')  # a write cut short by a kill
+    with self.assertLogs(level='WARNING') as logs:
+      train_lib.run(dataclasses.replace(config, num_epochs=3), workdir)
+    self.assertIn('torn', '\n'.join(logs.output))
+    self.assertEqual([m['phase'] for m in _read_lines(workdir)], [0, 1, 2, 3])
 
   def test_rerunning_a_finished_run_changes_nothing(self):
     workdir = self._workdir()

@@ -36,7 +36,15 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.named_parameters(
       ('batch_size_above_n', ['--preset=tiny', '--batch_size=100000'],
        r'--batch_size=100000 exceeds the number of weights N=36'),
-      ('zero_width', ['--preset=tiny', '--width=0'], r'width=0 must be positive'),
+      ('zero_width', ['--preset=tiny', '--width=0'], r'error: --width=0 must be positive'),
+      ('nan_learning_rate', ['--preset=tiny', '--learning_rate=nan'],
+       r'--learning_rate=nan must be a finite number'),
+      ('infinite_learning_rate', ['--preset=tiny', '--learning_rate=inf'],
+       r'--learning_rate=inf must be a finite number'),
+      ('nan_noise', ['--preset=tiny', '--method=hill_climb', '--noise_stddev=nan'],
+       r'--noise_stddev=nan must be a finite number'),
+      ('bad_model_name', ['--preset=tiny', '--export_dir=/tmp', '--model_name=../up'],
+       r'--model_name=../up: model name'),
       ('stray_argument', ['--preset=tiny', 'extra'], r'unexpected arguments'),
   )
   def test_bad_config_exits_with_one_error_line(self, args, message):
@@ -51,6 +59,28 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
     self.assertRegex(errors[0], message)
     self.assertEqual(_lines(result.stderr)[-1], errors[0])
     self.assertFalse(os.path.exists(workdir))  # refused before touching the file system
+
+  def test_export_dir_that_cannot_be_written_is_refused_before_training(self):
+    root = self.create_tempdir().full_path
+    with open(os.path.join(root, 'file'), 'w') as f:
+      f.write('not a folder')
+    workdir = os.path.join(root, 'run')
+    result = _run_binary(f'--workdir={workdir}', '--preset=tiny',
+                         f'--export_dir={root}/file/exports')
+    self.assertNotEqual(result.returncode, 0, result.stderr)
+    self.assertNotIn('Traceback', result.stderr)
+    self.assertEqual(_lines(result.stderr)[-1],
+                     f'train_vanilla.py: error: --export_dir={root}/file/exports: {root}/file '
+                     'is not a directory')
+    self.assertFalse(os.path.exists(workdir))
+
+  def test_tpu_strategy_without_a_tpu_is_rejected_by_absl(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    result = _run_binary(f'--workdir={workdir}', '--preset=tiny', '--strategy=tpu')
+    self.assertNotEqual(result.returncode, 0, result.stderr)
+    self.assertNotIn('Traceback', result.stderr)
+    self.assertRegex(result.stderr, r'--strategy=tpu needs --tpu=NAME')
+    self.assertFalse(os.path.exists(workdir))
 
   def test_enum_flag_value_is_rejected_by_absl(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
@@ -108,6 +138,15 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(f.read(8), _PNG_MAGIC)
     self.assertIsNotNone(tf.train.latest_checkpoint(os.path.join(workdir, 'checkpoints')))
     self.assertNotEmpty(glob.glob(os.path.join(workdir, 'tensorboard', 'events.out.tfevents.*')))
+
+    # Rerunning the finished command with --export_dir exports once, then names that version.
+    exports = os.path.join(self.create_tempdir().full_path, 'exports')
+    for want in ('exported: ', 'already exported: '):
+      again = _run_binary(f'--workdir={workdir}', '--preset=tiny', '--num_epochs=1',
+                          '--intra_op_threads=1', '--nojit_compile', f'--export_dir={exports}')
+      self.assertEqual(again.returncode, 0, again.stderr)
+      self.assertIn(f'{want}{exports}/vanilla/1', again.stdout)
+    self.assertEqual(os.listdir(os.path.join(exports, 'vanilla')), ['1'])
 
     refused = _run_binary(f'--workdir={workdir}', '--preset=tiny', '--num_epochs=1',
                           '--nojit_compile', '--width=3')

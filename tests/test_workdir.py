@@ -4,6 +4,7 @@ import json
 import os
 
 import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
 
 from trainers import workdir as workdir_lib
 
@@ -119,6 +120,28 @@ class MetricsLogTest(tf.test.TestCase):
     log = workdir_lib.MetricsLog(workdir, restored_phase=1)
     self.assertEqual(log.lines, [{'phase': 0}])
 
+  def test_a_torn_last_line_is_dropped_with_a_warning(self):
+    workdir = self.create_tempdir().full_path
+    with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+      f.write('{"phase": 0}\n{"phase": 1}\n{"phase": 2, "l_s')
+    with self.assertLogs(level='WARNING') as logs:
+      log = workdir_lib.MetricsLog(workdir, restored_phase=2)
+    self.assertIn('torn', logs.output[0])
+    self.assertEqual(log.lines, [{'phase': 0}, {'phase': 1}])
+    self.assertEqual(workdir_lib.read_metrics(workdir), log.lines)  # and the file is clean again
+
+  def test_a_damaged_line_before_the_last_is_an_error_naming_it(self):
+    workdir = self.create_tempdir().full_path
+    with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+      f.write('{"phase": 0}\n{"pha\n{"phase": 2}\n')
+    with self.assertRaisesRegex(workdir_lib.WorkdirError, r'metrics.jsonl: line 2 is not valid'):
+      workdir_lib.read_metrics(workdir)
+
+  def test_no_checkpoint_keeps_no_line(self):
+    workdir = self.create_tempdir().full_path
+    self._write_lines(workdir, [{'phase': 0}])
+    self.assertEqual(workdir_lib.MetricsLog(workdir, restored_phase=-1).lines, [])
+
   def test_write_appends_a_line(self):
     workdir = self.create_tempdir().full_path
     log = workdir_lib.MetricsLog(workdir, restored_phase=0)
@@ -127,6 +150,51 @@ class MetricsLogTest(tf.test.TestCase):
     log.write({'phase': 1, 'l_sr': 1.25})
     self.assertEqual(workdir_lib.read_metrics(workdir),
                      [{'phase': 0, 'l_sr': 1.5}, {'phase': 1, 'l_sr': 1.25}])
+
+
+class TruncateTensorboardTest(tf.test.TestCase):
+
+  def _steps(self, workdir):
+    accumulator = event_accumulator.EventAccumulator(
+        os.path.join(workdir, 'tensorboard'), size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    if 'x' not in accumulator.Tags()['tensors']:
+      return []
+    return [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in accumulator.Tensors('x')]
+
+  def _write(self, workdir, steps):
+    writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+    with writer.as_default():
+      for step in steps:
+        tf.summary.scalar('x', float(step), step=step)
+    writer.close()
+
+  def test_steps_past_the_restored_phase_are_dropped(self):
+    workdir = self.create_tempdir().full_path
+    self._write(workdir, range(5))
+    workdir_lib.truncate_tensorboard(workdir, 2)
+    self.assertEqual(self._steps(workdir), [(0, 0.0), (1, 1.0), (2, 2.0)])
+    self._write(workdir, range(3, 5))  # what the resumed run writes next
+    self.assertEqual([step for step, _ in self._steps(workdir)], [0, 1, 2, 3, 4])
+    workdir_lib.truncate_tensorboard(workdir, -1)
+    self.assertEqual(self._steps(workdir), [])
+
+  def test_a_torn_last_event_and_a_stale_rewrite_are_removed(self):
+    workdir = self.create_tempdir().full_path
+    self._write(workdir, range(3))
+    directory = os.path.join(workdir, 'tensorboard')
+    (name,) = os.listdir(directory)
+    with open(os.path.join(directory, name), 'ab') as f:
+      f.write(b'\x30\x00\x00\x00\x00\x00\x00\x00torn')
+    with open(os.path.join(directory, '.truncating-' + name), 'wb') as f:
+      f.write(b'half a rewrite')
+    with self.assertLogs(level='WARNING'):
+      workdir_lib.truncate_tensorboard(workdir, 5)
+    self.assertEqual(os.listdir(directory), [name])
+    self.assertEqual([step for step, _ in self._steps(workdir)], [0, 1, 2])
+    size = os.path.getsize(os.path.join(directory, name))
+    workdir_lib.truncate_tensorboard(workdir, 5)  # nothing to drop: the file is left alone
+    self.assertEqual(os.path.getsize(os.path.join(directory, name)), size)
 
 
 if __name__ == '__main__':

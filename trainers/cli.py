@@ -58,7 +58,8 @@ JIT_COMPILE = flags.DEFINE_bool(
 STRATEGY = flags.DEFINE_enum('strategy', 'default', strategies.STRATEGIES,
                              'tf.distribute strategy: default, one_device, mirrored (all local '
                              'GPUs), multi_worker (from TF_CONFIG) or tpu.')
-TPU = flags.DEFINE_string('tpu', None, 'TPU name or grpc:// address for --strategy=tpu.')
+TPU = flags.DEFINE_string('tpu', None, 'TPU name or grpc:// address for --strategy=tpu '
+                          '(local on a TPU VM).')
 CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', 0, 'Split the CPU into this many logical devices (to try --strategy=mirrored '
     'without GPUs).')
@@ -69,11 +70,18 @@ INTRA_OP_THREADS = flags.DEFINE_integer(
 
 # Up to this hidden width a quine's ops run fastest on one thread (benchmarks/README.md).
 _SINGLE_THREAD_MAX_WIDTH = 200
+# ModelConfig fields set by flags, and their flags.
+_MODEL_FLAGS = {'width': 'width', 'num_hidden': 'num_hidden', 'init': 'init',
+                'activation': 'activation', 'init_seed': 'seed'}
 EXPORT_DIR = flags.DEFINE_string(
     'export_dir', None, 'At the end of a finished run, export the quine to '
     'EXPORT_DIR/MODEL_NAME/VERSION (SavedModel, ONNX, safetensors dump).')
 MODEL_NAME = flags.DEFINE_string('model_name', None,
                                  'Name of the export (default: the quine kind).')
+FORCE_NEW_VERSION = flags.DEFINE_bool(
+    'force_new_version', False, 'With --export_dir: export a new version even when the newest '
+    'one already holds this checkpoint (a rerun of a finished command otherwise exports nothing '
+    'and names that version).')
 OVERWRITE = flags.DEFINE_bool('overwrite', False,
                               'Move a different run already in --workdir aside and start anew.')
 
@@ -106,9 +114,42 @@ def config_from_flags(presets, default_preset, **extra_overrides):
       'seed': SEED.value, 'steps_per_loop': STEPS_PER_LOOP.value,
       'solver_steps': SOLVER_STEPS.value, 'jit_compile': JIT_COMPILE.value,
       'lineage_generations': LINEAGE_GENERATIONS.value, **extra_overrides}
+  try:
+    model.validate()
+  except ValueError as e:  # models/ names its fields; say which flag set one
+    field, _, rest = str(e).partition('=')
+    if field in _MODEL_FLAGS:
+      raise ValueError(f'--{_MODEL_FLAGS[field]}={rest}') from e
+    raise
   config = dataclasses.replace(
       config, model=model, **{k: v for k, v in overrides.items() if v is not None})
   return config.validate()
+
+
+def check_export_flags(config):
+  """Checks --model_name and that --export_dir can be written, before any training.
+
+  Raises:
+    ValueError: naming the flag.
+  """
+  if not EXPORT_DIR.value:
+    return
+  name = MODEL_NAME.value or config.model.kind
+  try:
+    saved_model.check_model_name(name)
+  except saved_model.ExportError as e:
+    raise ValueError(f'--model_name={name}: {e}') from e
+  if '://' in EXPORT_DIR.value:
+    raise ValueError(f'--export_dir={EXPORT_DIR.value}: exports are written to a local folder '
+                     '(copy them to remote storage afterwards)')
+  target = os.path.abspath(os.path.join(EXPORT_DIR.value, name))
+  existing = target
+  while not os.path.exists(existing):  # the folder that will hold the new ones
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ValueError(f'--export_dir={EXPORT_DIR.value}: {existing} is not a directory')
+  if not os.access(existing, os.W_OK | os.X_OK) or os.statvfs(existing).f_flag & os.ST_RDONLY:
+    raise ValueError(f'--export_dir={EXPORT_DIR.value}: {existing} is not writable')
 
 
 flags.register_validator('cpu_devices', lambda n: n >= 0, '--cpu_devices must be >= 0')
@@ -117,6 +158,9 @@ flags.register_validator('intra_op_threads', lambda n: n is None or n >= 0,
 flags.register_multi_flags_validator(
     ['tpu', 'strategy'], lambda f: not f['tpu'] or f['strategy'] == 'tpu',
     '--tpu needs --strategy=tpu')
+flags.register_multi_flags_validator(
+    ['tpu', 'strategy'], lambda f: f['strategy'] != 'tpu' or bool(f['tpu']),
+    '--strategy=tpu needs --tpu=NAME (a TPU name, a grpc:// address, or local on a TPU VM)')
 
 
 def strategy_from_flags(config):
@@ -152,11 +196,17 @@ def finish(record, config):
     sys.exit(3)
   if EXPORT_DIR.value:
     try:
-      exported = saved_model.export_workdir(WORKDIR.value, EXPORT_DIR.value,
-                                            MODEL_NAME.value or config.model.kind)
+      name = MODEL_NAME.value or config.model.kind
+      before = saved_model.versions(os.path.join(EXPORT_DIR.value, name))
+      exported = saved_model.export_workdir(WORKDIR.value, EXPORT_DIR.value, name,
+                                            force_new_version=FORCE_NEW_VERSION.value)
     except saved_model.ExportError as e:
       fail(e)
-    print(f'exported: {exported}')
+    if int(os.path.basename(exported)) in before:
+      print(f'already exported: {exported} holds this checkpoint (--force_new_version exports '
+            'another version)')
+    else:
+      print(f'exported: {exported}')
 
 
 def summary_line(record, workdir):

@@ -5,6 +5,7 @@ configuration is written to `<workdir>/config.json`.
 """
 
 import dataclasses
+import math
 
 from models.config import ModelConfig
 
@@ -19,6 +20,9 @@ DEFAULT_LEARNING_RATES = {'sgd': 0.01, 'momentum': 0.01, 'adam': 0.001, 'adagrad
 
 # Fields that may change between a run and its continuation (extending a schedule).
 RESUMABLE_FIELDS = ('num_epochs', 'generations', 'solver_steps')
+# Float fields for which NaN or an infinity means nothing (each is also a flag of that name).
+_FINITE_FIELDS = ('learning_rate', 'noise_stddev', 'max_weight_rms', 'task_weight',
+                  'replication_weight')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +108,11 @@ class TrainConfig:
       raise ValueError(f'--method={self.method!r} is not one of {METHODS}')
     if self.optimizer not in OPTIMIZERS:
       raise ValueError(f'--optimizer={self.optimizer!r} is not one of {OPTIMIZERS}')
+    for name in _FINITE_FIELDS:
+      # NaN fails no `<= 0` test: without this, a NaN rate trains and diverges.
+      value = getattr(self, name)
+      if value is not None and not math.isfinite(value):
+        raise ValueError(f'--{name}={value} must be a finite number')
     if self.resolved_learning_rate <= 0:
       raise ValueError(f'--learning_rate={self.learning_rate} must be positive')
     for name in ('num_epochs', 'generations'):

@@ -12,6 +12,8 @@ import socket
 import numpy as np
 
 MNIST_VERSION = '3.0.1'
+MNIST_IMAGE_SIZE = 28 * 28
+MNIST_NUM_CLASSES = 10
 _DOWNLOAD_HOST = ('storage.googleapis.com', 443)
 
 
@@ -44,6 +46,18 @@ def _host_answers(timeout_s=5.0):
       return True
   except OSError:
     return False
+
+
+def check_fits_mnist(model_config, preset):
+  """Raises ValueError unless a quine of `model_config` (from --preset=`preset`) can take MNIST.
+
+  Called before the data is loaded, so that a preset made for fake test data fails at once.
+  """
+  if (model_config.image_size, model_config.num_classes) != (MNIST_IMAGE_SIZE, MNIST_NUM_CLASSES):
+    raise ValueError(f'--preset={preset} cannot run on MNIST: its quine takes '
+                     f'{model_config.image_size}-pixel images in {model_config.num_classes} '
+                     f'classes, MNIST has {MNIST_IMAGE_SIZE} pixels and {MNIST_NUM_CLASSES} '
+                     'classes')
 
 
 def _as_arrays(ds):

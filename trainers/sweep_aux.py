@@ -8,6 +8,7 @@ Writes <sweep_dir>/sweep.json, sweep.csv and tradeoff.png; reruns resume every p
 """
 
 import dataclasses
+import math
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # keep TensorFlow's C++ start-up notes out
@@ -40,6 +41,9 @@ def main(argv):
   except ValueError:
     raise SystemExit(f'sweep_aux.py: error: --task_weights={",".join(_TASK_WEIGHTS.value)} '
                      'must be numbers') from None
+  if not all(math.isfinite(w) and w >= 0 for w in weights):
+    raise SystemExit(f'sweep_aux.py: error: --task_weights={",".join(_TASK_WEIGHTS.value)} '
+                     'must be finite numbers >= 0')
   config = configs.get_preset(_PRESET.value, configs.AUX_PRESETS)
   overrides = {'num_epochs': _NUM_EPOCHS.value, 'seed': _SEED.value}
   config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
@@ -50,6 +54,7 @@ def main(argv):
     config.validate()
     for w in weights:
       dataclasses.replace(config, task_weight=w).validate()
+    data_lib.check_fits_mnist(config.model, _PRESET.value)  # before the data is loaded
     data = data_lib.load_mnist(_DATA_DIR.value, download=_DOWNLOAD.value)
   except (ValueError, data_lib.DataError) as e:
     raise SystemExit(f'sweep_aux.py: error: {e}') from None

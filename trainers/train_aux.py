@@ -32,6 +32,7 @@ from trainers import data as data_lib
 from trainers import train_lib
 from trainers import workdir as workdir_lib
 
+_DEFAULT_PRESET = 'short'
 _TASK_WEIGHT = flags.DEFINE_float('task_weight', None, 'lambda: weight of the task loss.')
 _REPLICATION_WEIGHT = flags.DEFINE_float(
     'replication_weight', None, 'Weight of L_SR in the loss (0 = classifier-only baseline).')
@@ -48,9 +49,12 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}')
   try:
-    config = cli.config_from_flags(configs.AUX_PRESETS, 'short', task_weight=_TASK_WEIGHT.value,
+    config = cli.config_from_flags(configs.AUX_PRESETS, _DEFAULT_PRESET,
+                                   task_weight=_TASK_WEIGHT.value,
                                    replication_weight=_REPLICATION_WEIGHT.value,
                                    num_steps=_NUM_STEPS.value)
+    cli.check_export_flags(config)
+    data_lib.check_fits_mnist(config.model, cli.PRESET.value or _DEFAULT_PRESET)
   except ValueError as e:
     cli.fail(e)
   strategy = cli.strategy_from_flags(config)  # before any op: it may split the CPU into devices

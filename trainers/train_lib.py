@@ -327,7 +327,8 @@ class _Summaries:
   """TensorBoard scalars, histograms and images for the phase loop."""
 
   def __init__(self, workdir):
-    self._writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+    self._writer = tf.summary.create_file_writer(
+        os.path.join(workdir, workdir_lib.TENSORBOARD_DIR))
 
   def write(self, record, theta, predictions, image_png=None, extra_images=None):
     with self._writer.as_default(step=record['phase']):
@@ -386,7 +387,8 @@ def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None, 
     trainer.checkpoint.restore(latest).assert_existing_objects_matched()
     logging.info('Resumed from %s (phase %d)', latest, int(trainer.phase.numpy()))
   start = int(trainer.phase.numpy())
-  out = _Outputs(workdir, start) if chief else None
+  # Without a checkpoint nothing is done yet, whatever a killed earlier run logged.
+  out = _Outputs(workdir, start if latest else -1) if chief else None
   schedule = config.schedule()
 
   def measure(phase, kind, phase_metrics, seconds):
@@ -401,7 +403,7 @@ def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None, 
     return record, theta.numpy(), predictions.numpy()
 
   record = None
-  if start == 0:
+  if not latest:  # phase 0 (the initial weights) is recorded, then checkpointed as ckpt-0
     record, theta, predictions = measure(0, 'init', {}, 0.0)
     if _diverged(record, config.max_weight_rms):
       logging.error('The initial weights already exceed max_weight_rms (weight RMS %.4g > %.4g)',
@@ -453,6 +455,7 @@ class _Outputs:
 
   def __init__(self, workdir, restored_phase):
     self.log = workdir_lib.MetricsLog(workdir, restored_phase)
+    workdir_lib.truncate_tensorboard(workdir, restored_phase)  # before a new events file opens
     self._summaries = _Summaries(workdir)
     self._plot_dir = os.path.join(workdir, 'plots')
     tf.io.gfile.makedirs(self._plot_dir)

@@ -32,6 +32,7 @@ def main(argv):
     cli.fail(f'unexpected arguments {argv[1:]}')
   try:
     config = cli.config_from_flags(configs.PRESETS, 'paper')
+    cli.check_export_flags(config)
   except ValueError as e:
     cli.fail(e)
   strategy = cli.strategy_from_flags(config)

@@ -2,6 +2,9 @@
 
 Rerunning a command in the same workdir resumes it; a workdir holding a different run is refused
 unless the caller asks to overwrite it, and even then the old run is moved aside, not deleted.
+A run killed at any moment (SIGKILL included) resumes from its last checkpoint, and what it had
+written past that checkpoint is dropped from metrics.jsonl and TensorBoard, so that no phase is
+ever recorded twice.
 """
 
 import json
@@ -9,10 +12,14 @@ import math
 import os
 import time
 
+from absl import logging
 import tensorflow as tf
+from tensorflow.core.util import event_pb2
 
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
+TENSORBOARD_DIR = 'tensorboard'
+_REWRITE_PREFIX = '.truncating-'  # no 'tfevents' in the name: TensorBoard never reads it
 
 
 class WorkdirError(ValueError):
@@ -88,12 +95,29 @@ def read_config(workdir):
 
 
 def read_metrics(workdir):
-  """All metrics lines of a run, as dicts."""
+  """All metrics lines of a run, as dicts.
+
+  A last line that is not valid JSON (a write torn by a kill) is dropped with a warning.
+
+  Raises:
+    WorkdirError: a line before the last one is not valid JSON (the file was damaged).
+  """
   path = os.path.join(workdir, METRICS_FILE)
   if not tf.io.gfile.exists(path):
     return []
   with tf.io.gfile.GFile(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [(i + 1, line) for i, line in enumerate(f) if line.strip()]
+  records = []
+  for k, (number, line) in enumerate(lines):
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if k < len(lines) - 1:
+        raise WorkdirError(f'{path}: line {number} is not valid JSON ({e}); the file was damaged '
+                           'after it was written') from e
+      logging.warning('%s: dropped its last line %d, torn by an interrupted write (%s)', path,
+                      number, e)
+  return records
 
 
 class MetricsLog:
@@ -104,6 +128,13 @@ class MetricsLog:
   """
 
   def __init__(self, workdir, restored_phase):
+    """Opens the log of `workdir`, keeping the lines of phases up to `restored_phase`.
+
+    Args:
+      workdir: the run's folder.
+      restored_phase: the phase of the restored checkpoint; -1 when there is none (every line
+        then belongs to a run killed before its first checkpoint, and is dropped).
+    """
     self._path = os.path.join(workdir, METRICS_FILE)
     kept = [m for m in read_metrics(workdir) if m.get('phase', 0) <= restored_phase
             and m.get('status') != 'diverged']
@@ -119,6 +150,59 @@ class MetricsLog:
     with tf.io.gfile.GFile(self._path, 'a') as f:
       f.write(json.dumps(record, allow_nan=False) + '\n')
     self.lines.append(record)
+
+
+def _events(path):
+  """The Event protos of one TensorBoard events file, up to a record torn by a kill."""
+  events = []
+  try:
+    for record in tf.data.TFRecordDataset(path):
+      events.append(event_pb2.Event.FromString(record.numpy()))
+  except tf.errors.DataLossError:
+    logging.warning('%s: dropped a last event torn by an interrupted write', path)
+  return events
+
+
+def truncate_tensorboard(workdir, last_phase):
+  """Drops the TensorBoard summaries of phases after `last_phase` (the restored checkpoint's).
+
+  Summaries are written with step = phase before the phase's checkpoint; a run killed in between
+  would otherwise record that phase (and, in the first phase, step 0) twice once it resumes. Each
+  events file holding such steps is rewritten without them, through a temporary file renamed
+  over it, so that a kill during the rewrite leaves either version (the next resume redoes it).
+  Every reader (TensorBoard, `summary_iterator`) then sees each step once.
+
+  Args:
+    workdir: the run's folder; its summaries are in `<workdir>/tensorboard`.
+    last_phase: the last phase to keep (-1: keep no summary, for a run without a checkpoint).
+  """
+  directory = os.path.join(workdir, TENSORBOARD_DIR)
+  if not tf.io.gfile.isdir(directory):
+    return
+  for name in sorted(tf.io.gfile.listdir(directory)):
+    path = os.path.join(directory, name)
+    if name.startswith(_REWRITE_PREFIX):  # left by a kill during an earlier rewrite
+      tf.io.gfile.remove(path)
+      continue
+    if 'tfevents' not in name or tf.io.gfile.isdir(path):
+      continue
+    events = _events(path)
+    kept = [e for e in events if e.step <= last_phase or not e.HasField('summary')]
+    if len(kept) == len(events) and tf.io.gfile.stat(path).length == _framed_size(events):
+      continue
+    tmp = os.path.join(directory, f'{_REWRITE_PREFIX}{name}')
+    with tf.io.TFRecordWriter(tmp) as writer:
+      for event in kept:
+        writer.write(event.SerializeToString())
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+    logging.info('%s: dropped %d summaries past phase %d (not checkpointed)', path,
+                 len(events) - len(kept), last_phase)
+
+
+def _framed_size(events):
+  # A TFRecord is an 8-byte length, 4-byte CRC, the data and a 4-byte CRC: a file longer than
+  # its events ends in a torn record.
+  return sum(16 + e.ByteSize() for e in events)
 
 
 def finite_or_none(record):
