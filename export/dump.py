@@ -93,8 +93,22 @@ def atomic_directory(path, overwrite=False):
     raise
 
 
+def _files_below(directory):
+  """Every file under `directory` but the manifest, as sorted '/'-separated relative paths."""
+  names = []
+  for parent, _, files in os.walk(directory):
+    for name in files:
+      rel = os.path.relpath(os.path.join(parent, name), directory).replace(os.sep, '/')
+      if rel != MANIFEST_FILE:
+        names.append(rel)
+  return sorted(names)
+
+
 def write_dump_files(directory, config, weights, onnx_bytes, lineage=None, source=None):
   """Writes a dump into an existing folder (the caller makes it atomic).
+
+  The manifest records the size and sha256 of every file in the folder (a SavedModel written
+  there first included), so that any changed, truncated or missing part is caught by name.
 
   Args:
     directory: the folder.
@@ -122,7 +136,7 @@ def write_dump_files(directory, config, weights, onnx_bytes, lineage=None, sourc
   manifest['files'] = {
       name: {'bytes': os.path.getsize(os.path.join(directory, name)),
              'sha256': sha256_file(os.path.join(directory, name))}
-      for name in (WEIGHTS_FILE, ONNX_FILE)}
+      for name in _files_below(directory)}
   with open(os.path.join(directory, MANIFEST_FILE), 'w') as f:
     json.dump(manifest, f, indent=2)
     f.write('\n')
@@ -217,11 +231,13 @@ def _read_manifest(path):
 
 def _check_sizes(path, manifest):
   for name in (WEIGHTS_FILE, ONNX_FILE):
-    info = manifest['files'].get(name)
-    fpath = os.path.join(path, name)
-    if info is None:
+    if name not in manifest['files']:
       _fail(path, MANIFEST_FILE, f'files has no entry for {name}')
-    if not os.path.exists(fpath):
+  for name, info in manifest['files'].items():
+    if os.path.isabs(name) or '..' in name.split('/'):
+      _fail(path, MANIFEST_FILE, f'files names {name!r}, which is not inside the dump')
+    fpath = os.path.join(path, name)
+    if not os.path.isfile(fpath):
       _fail(path, name, 'missing')
     size = os.path.getsize(fpath)
     if size != info.get('bytes'):
@@ -276,7 +292,9 @@ def read_dump(path):
   _check_hash(path, manifest, WEIGHTS_FILE)
   dump = Dump(path, manifest, tensors)
   onnx_graph.check_dump(dump)
-  _check_hash(path, manifest, ONNX_FILE)
+  for name in manifest['files']:  # model.onnx, the SavedModel's files, ...
+    if name != WEIGHTS_FILE:
+      _check_hash(path, manifest, name)
   return dump
 
 

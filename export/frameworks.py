@@ -204,9 +204,18 @@ class TensorFlowReplica(Replica):
     self._tf = tf
     if use_saved_model and os.path.exists(os.path.join(dump.path, 'saved_model.pb')):
       self.name = 'tensorflow[saved_model]'
-      loaded = tf.saved_model.load(dump.path)
+      try:
+        loaded = tf.saved_model.load(dump.path)
+        self.theta = loaded.signatures['weights']()['theta'].numpy()
+      except (tf.errors.OpError, KeyError, OSError, ValueError) as e:
+        raise manifest_lib.DumpError(
+            f'{os.path.join(dump.path, "saved_model.pb")}: the SavedModel does not load '
+            f'({type(e).__name__}: {" ".join(str(e).split())[:200]})') from e
+      if self.theta.shape != dump.theta.shape or not np.array_equal(self.theta, dump.theta):
+        raise manifest_lib.DumpError(
+            f'{os.path.join(dump.path, "saved_model.pb")}: its weights are not those of '
+            f'{manifest_lib.WEIGHTS_FILE} (a SavedModel of another quine?)')
       self._loaded = loaded  # keeps the variables alive
-      self.theta = loaded.signatures['weights']()['theta'].numpy()
       predict = loaded.signatures['predict_weights']
       self._predict = lambda c: predict(coordinates=c)['predicted_weights']
       if dump.kind == 'auxiliary':

@@ -184,6 +184,55 @@ class BadDumpTest(_ExportedTestCase, parameterized.TestCase):
         r"model\.onnx: initializer 'hidden_2' disagrees with weights\.safetensors"):
       dump_lib.read_dump(path)
 
+  def test_every_file_of_the_version_folder_is_hashed(self):
+    # Was: only weights.safetensors and model.onnx were; a damaged SavedModel got through to
+    # TensorFlow's loader (a traceback in replicate.py).
+    files = dump_lib.read_dump(self.path).manifest['files']
+    self.assertContainsSubset(['saved_model.pb', 'variables/variables.index',
+                               dump_lib.WEIGHTS_FILE, dump_lib.ONNX_FILE], list(files))
+    self.assertNotIn(dump_lib.MANIFEST_FILE, files)
+
+  def test_damaged_saved_model_parts_are_named(self):
+    path = self.copy()
+    shutil.rmtree(os.path.join(path, 'variables'))
+    with self.assertRaisesRegex(dump_lib.DumpError, r'variables/variables\.\S+: missing'):
+      dump_lib.read_dump(path)
+    path = self.copy()
+    self._truncate(path, 'saved_model.pb')
+    with self.assertRaisesRegex(dump_lib.DumpError, r'saved_model\.pb: .*truncated'):
+      dump_lib.read_dump(path)
+    path = self.copy()
+    data_file = next(n for n in os.listdir(os.path.join(path, 'variables')) if 'data' in n)
+    full = os.path.join(path, 'variables', data_file)
+    with open(full, 'rb') as f:
+      data = bytearray(f.read())
+    data[len(data) // 2] ^= 0x01
+    with open(full, 'wb') as f:
+      f.write(bytes(data))
+    with self.assertRaisesRegex(dump_lib.DumpError, f'variables/{data_file}: sha256'):
+      dump_lib.read_dump(path)
+
+  def test_edited_activation_is_caught(self):
+    # Was: a manifest whose activation was edited read as a good dump.
+    path = self.copy()
+
+    def edit(manifest):
+      manifest['model']['config']['activation'] = 'tanh'
+      return manifest
+    self._rewrite_manifest(path, edit)
+    with self.assertRaisesRegex(dump_lib.DumpError, r'manifest\.json: architecture\.'):
+      dump_lib.read_dump(path)
+    path = self.copy()
+
+    def edit_both(manifest):  # config and architecture section agree, the ONNX graph does not
+      manifest['model']['config']['activation'] = 'tanh'
+      manifest['architecture'] = manifest_lib.architecture_section(
+          manifest_lib.architecture(manifest['model']['config']))
+      return manifest
+    self._rewrite_manifest(path, edit_both)
+    with self.assertRaisesRegex(dump_lib.DumpError, r"model\.onnx: the graph has no \['Tanh'\]"):
+      dump_lib.read_dump(path)
+
   def test_edited_weights_are_rejected(self):
     path = self.copy()
     weights_path = os.path.join(path, dump_lib.WEIGHTS_FILE)

@@ -198,6 +198,17 @@ class BinariesTest(tf.test.TestCase):
     self.assertIn('replicate.py: error:', result.stderr)
     self.assertIn('manifest.json', result.stderr)
 
+  def test_damaged_saved_model_is_exit_2_in_one_line_naming_the_file(self):
+    # Was: a 41-64 line traceback and exit 1 (the code for "frameworks disagree").
+    root = self.create_tempdir().full_path
+    testing.make_workdir(os.path.join(root, 'wd'), testing.VANILLA, scale=2.0)
+    version = saved_model.export_workdir(os.path.join(root, 'wd'), os.path.join(root, 'x'), 'v')
+    shutil.rmtree(os.path.join(version, 'variables'))
+    result = self._run('replicate.py', f'--dump={version}', '--generations=0')
+    self.assertEqual(result.returncode, 2, result.stderr)
+    self.assertLen(result.stderr.strip().splitlines(), 1)
+    self.assertRegex(result.stderr, r'variables/variables\.\S+: missing')
+
 
 if __name__ == '__main__':
   tf.test.main()
