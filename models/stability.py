@@ -157,23 +157,10 @@ def noise_test(regenerate, theta, config):
 
 
 def regeneration_pass(model):
-  """theta [N] -> f_theta(C) [N] in the model's own float32 arithmetic (weights restored after)."""
-  n = model.num_weights
-  coordinates = tf.range(n)
-
-  @tf.function
-  def predict():
-    return model.predict_weights(coordinates)
-
-  def regenerate(theta):
-    saved = model.flatten()
-    model.assign_flat(tf.constant(np.asarray(theta, np.float32)))
-    try:
-      return predict().numpy()
-    finally:
-      model.assign_flat(saved)
-
-  return regenerate
+  """theta [N] -> f_theta(C) [N] in float32: the architecture's forward pass, one compiled call."""
+  forward = tf.function(linearization.make_forward(model, tf.float32),
+                        input_signature=[tf.TensorSpec([model.num_weights], tf.float32)])
+  return lambda theta: forward(tf.constant(np.asarray(theta, np.float32))).numpy()
 
 
 def analyse(model, config=StabilityConfig()):

@@ -214,5 +214,10 @@ def summary_line(record, workdir):
           f'rho={record["rho"]:.6g} R2={record["r2"]:.6g} weight_rms={record["weight_rms"]:.4g}')
   if 'test_accuracy' in record:
     line += f' test_accuracy={record["test_accuracy"]:.4f}'
+  if 'spectral_radius' in record:
+    line += (f'\nstability: spectral radius {record["spectral_radius"]:.4g}, '
+             f'{record["fertile_generations"]} fertile generations, '
+             f'{record["noise_returned"]} of 10 perturbations returned '
+             f'({workdir}/stability.json, plots/spectrum.png)')
   return f'{line}\nmetrics: {workdir}/metrics.jsonl; plots: {workdir}/plots; ' \
          f'tensorboard --logdir={workdir}'

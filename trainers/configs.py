@@ -54,6 +54,9 @@ class TrainConfig:
       steps; the float32 rounding differs from the uncompiled graph (~1e-6 relative per step).
     max_weight_rms: weight RMS above which a run counts as diverged.
     plot_every: phases between predicted-vs-actual images in TensorBoard (0 = only at the end).
+    measure_stability: at the end of a vanilla run, measure the quine's stability as a fixed point
+      of regeneration (`models.stability`: spectrum of J, fertile generations, noise test) into
+      stability.json, TensorBoard and plots/spectrum.png.
     num_steps: Adam steps of 'replicate' (also the length of its cosine learning-rate decay).
     image_batch_size: training images per step of 'replicate'.
     coordinate_batch_size: coordinates per step of 'replicate' in its unbiased estimate of L_SR
@@ -82,6 +85,7 @@ class TrainConfig:
   jit_compile: bool = True
   max_weight_rms: float = 1e4
   plot_every: int = 5
+  measure_stability: bool = True
   num_steps: int = 40_000
   image_batch_size: int = 256
   coordinate_batch_size: int = 2048

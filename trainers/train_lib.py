@@ -16,6 +16,7 @@ in `strategy.scope()`, every replica takes its share of each global minibatch an
 replication pass, and only the chief writes checkpoints, metrics and summaries.
 """
 
+import json
 import logging as std_logging
 import os
 import tempfile
@@ -27,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import build_quine
+from models import stability as stability_lib
 from trainers import configs
 from trainers import fixed_point
 from trainers import metrics as metrics_lib
@@ -344,6 +346,15 @@ class _Summaries:
         tf.summary.image(name, plots.png_to_summary_image(png))
     self._writer.flush()
 
+  def write_stability(self, phase, result, png):
+    with self._writer.as_default(step=phase):
+      for key in ('spectral_radius', 'largest_singular_value', 'rayleigh_theta',
+                  'fertile_generations'):
+        tf.summary.scalar(f'stability/{key}', float(result[key]))
+      tf.summary.scalar('stability/noise_returned', float(result['noise']['returned']))
+      tf.summary.image('spectrum', plots.png_to_summary_image(png))
+    self._writer.flush()
+
 
 def _checkpoint_manager(trainer, workdir, chief):
   """The chief saves into <workdir>/checkpoints; other workers into a private temporary folder.
@@ -445,6 +456,11 @@ def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None, 
     record = dict(record or final, status='finished')
     if out:
       out.final_plots(record, theta, predictions, f'{config.method} ({config.optimizer})')
+      if config.measure_stability and config.model.kind == 'vanilla':
+        result = out.stability(trainer.model, last_phase)
+        record.update(spectral_radius=result['spectral_radius'],
+                      fertile_generations=result['fertile_generations'],
+                      noise_returned=result['noise']['returned'])
   if not chief:
     tf.io.gfile.rmtree(manager.directory)
   return record
@@ -454,6 +470,7 @@ class _Outputs:
   """What the chief writes: metrics.jsonl, TensorBoard and plots."""
 
   def __init__(self, workdir, restored_phase):
+    self._workdir = workdir
     self.log = workdir_lib.MetricsLog(workdir, restored_phase)
     workdir_lib.truncate_tensorboard(workdir, restored_phase)  # before a new events file opens
     self._summaries = _Summaries(workdir)
@@ -470,6 +487,28 @@ class _Outputs:
     self.log.write(record)
     png = self._plot(record, theta, predictions) if plot else None
     self._summaries.write(record, theta, predictions, png, extra)
+
+  def stability(self, model, phase):
+    """The quine's stability at the end of the run (measured once per final phase).
+
+    Written to stability.json, TensorBoard (scalars stability/..., image spectrum) and
+    plots/spectrum.png; a rerun of a finished run reads it back instead of measuring again.
+    """
+    path = os.path.join(self._workdir, workdir_lib.STABILITY_FILE)
+    if tf.io.gfile.exists(path):
+      with tf.io.gfile.GFile(path) as f:
+        try:
+          result = json.load(f)
+        except json.JSONDecodeError:
+          result = {}
+      if result.get('phase') == phase:
+        return result
+    result = dict(stability_lib.analyse(model), phase=phase)
+    workdir_lib.write_json_atomic(path, result)
+    png = stability_lib.spectrum_png(result, title=f'phase {phase}')
+    plots.write_png(os.path.join(self._plot_dir, 'spectrum.png'), png)
+    self._summaries.write_stability(phase, result, png)
+    return result
 
   def final_plots(self, record, theta, predictions, title):
     plots.write_png(os.path.join(self._plot_dir, 'weights_vs_predictions.png'),
