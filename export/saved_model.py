@@ -3,7 +3,8 @@
 The version folder is the layout TensorFlow Serving loads, and also a dump (see `export.dump`):
 
   saved_model.pb, variables/   signatures 'serving_default', 'predict_weights', 'weights'
-                               (and 'classify' for an auxiliary quine)
+                               (and 'classify' for an auxiliary quine), written by Keras's
+                               ExportArchive so that Session-based loaders can run them
   model.onnx, weights.safetensors, manifest.json
 
 Signatures (input and output keys are API):
@@ -393,8 +394,8 @@ def export_model(model, export_base, model_name, version=None, overwrite=False, 
         existing = _same_export(model_dir, model.config, source)
         if existing:
           logging.warning('%s already holds this export (checkpoint %s, theta sha256 %s...): '
-                          'not exported again (force a new version to)', existing,
-                          source.get('checkpoint'), source['theta_sha256'][:12])
+                          'not exported again (--force_new_version exports another version)',
+                          existing, source.get('checkpoint'), source['theta_sha256'][:12])
           return existing
       return _write_version(model, model_dir, version, overwrite, source, theta)
   except OSError as e:
