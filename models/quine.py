@@ -33,7 +33,11 @@ def _initializer(config, fan_in, index):
 
 
 class _Quine(keras.Model):
-  """Shared machinery: one Dense kernel per canonical weight, the canonical weight order."""
+  """Shared machinery: one Dense kernel per canonical weight, the canonical weight order.
+
+  The models are registered Keras serialisables: `get_config` is the ModelConfig, so
+  `model.save('q.keras')` and `keras.models.load_model('q.keras')` round-trip a quine.
+  """
 
   def __init__(self, config: ModelConfig, **kwargs):
     super().__init__(**kwargs)
@@ -53,6 +57,13 @@ class _Quine(keras.Model):
       setattr(self, name, layer)
       self._quine_layers.append(layer)
     self.built = True
+
+  def get_config(self):
+    return {'name': self.name, 'quine_config': self.config.to_dict()}
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(ModelConfig.from_dict(config['quine_config']), name=config.get('name'))
 
   @property
   def hidden(self):
@@ -100,6 +111,7 @@ class _Quine(keras.Model):
         self._backend, self.kernels(), self.coordinate_projection.rows(coordinates))
 
 
+@keras.saving.register_keras_serializable(package='quine_zoo')
 class VanillaQuine(_Quine):
   """The paper's vanilla quine: coordinate -> projection -> k x (d x d, activation) -> 1."""
 
@@ -108,6 +120,7 @@ class VanillaQuine(_Quine):
     return self.predict_weights(coordinates)
 
 
+@keras.saving.register_keras_serializable(package='quine_zoo')
 class AuxiliaryQuine(_Quine):
   """A quine that also classifies: [coordinate projection | image projection] -> trunk -> 2 heads.
 

@@ -4,6 +4,7 @@ import dataclasses
 import os
 
 from absl.testing import parameterized
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -236,6 +237,23 @@ class QuineTest(tf.test.TestCase, parameterized.TestCase):
     weights, logits = model((tf.constant(coordinates), tf.constant(images)))
     self.assertAllClose(weights.numpy(), want_weights, rtol=1e-5, atol=1e-5)
     self.assertAllClose(logits.numpy(), want_logits, rtol=1e-4, atol=1e-4)
+
+  @parameterized.named_parameters(
+      ('vanilla_sin', tiny_model_config(activation='sin', frequency=2.0)),
+      ('auxiliary', tiny_aux_config()),
+  )
+  def test_keras_save_and_load_model_round_trip(self, config):
+    # Was: get_config raised NotImplementedError, so model.save('q.keras') failed.
+    model = build_quine(config)
+    model.assign_flat(model.flatten() * 3.0)
+    path = os.path.join(self.create_tempdir().full_path, 'q.keras')
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    self.assertIsInstance(loaded, type(model))
+    self.assertEqual(loaded.config, config)
+    coordinates = tf.range(config.num_weights)
+    self.assertAllEqual(loaded.predict_weights(coordinates), model.predict_weights(coordinates))
+    self.assertEqual(loaded.count_params(), config.num_weights)
 
   def test_auxiliary_image_projection_is_not_the_coordinate_projection(self):
     config = tiny_aux_config()
