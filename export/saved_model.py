@@ -351,7 +351,7 @@ def _same_export(model_dir, config, source):
     return None
   newest = os.path.join(model_dir, str(found[-1]))
   try:
-    manifest = dump_lib.read_dump(newest, verify_onnx=False).manifest
+    manifest = dump_lib.read_dump(newest).manifest
   except (dump_lib.DumpError, OSError, ValueError):
     return None  # damaged or not a dump: export a new version rather than point at it
   old = manifest.get('source') or {}

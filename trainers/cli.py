@@ -14,10 +14,12 @@ import tensorflow as tf
 
 from export import saved_model
 from models import activations
+from models import stability as stability_lib
 from models.config import INITS
 from trainers import configs
 from trainers import strategies
 from trainers import train_lib
+from trainers import workdir as workdir_lib
 
 WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the run (config, checkpoints, logs).',
                               required=True)
@@ -214,10 +216,9 @@ def summary_line(record, workdir):
           f'rho={record["rho"]:.6g} R2={record["r2"]:.6g} weight_rms={record["weight_rms"]:.4g}')
   if 'test_accuracy' in record:
     line += f' test_accuracy={record["test_accuracy"]:.4f}'
-  if 'spectral_radius' in record:
-    line += (f'\nstability: spectral radius {record["spectral_radius"]:.4g}, '
-             f'{record["fertile_generations"]} fertile generations, '
-             f'{record["noise_returned"]} of 10 perturbations returned '
-             f'({workdir}/stability.json, plots/spectrum.png)')
+  stability_path = os.path.join(workdir, workdir_lib.STABILITY_FILE)
+  if record['status'] == 'finished' and os.path.exists(stability_path):
+    with open(stability_path) as f:
+      line += f'\nstability: {stability_lib.summary_line(json.load(f))}'
   return f'{line}\nmetrics: {workdir}/metrics.jsonl; plots: {workdir}/plots; ' \
          f'tensorboard --logdir={workdir}'

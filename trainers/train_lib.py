@@ -457,10 +457,7 @@ def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None, 
     if out:
       out.final_plots(record, theta, predictions, f'{config.method} ({config.optimizer})')
       if config.measure_stability and config.model.kind == 'vanilla':
-        result = out.stability(trainer.model, last_phase)
-        record.update(spectral_radius=result['spectral_radius'],
-                      fertile_generations=result['fertile_generations'],
-                      noise_returned=result['noise']['returned'])
+        out.stability(trainer.model, last_phase)
   if not chief:
     tf.io.gfile.rmtree(manager.directory)
   return record

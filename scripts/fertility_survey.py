@@ -1,0 +1,153 @@
+r"""Are the zoo's quines fertile? The spectral radius of regeneration at the fixed points it finds.
+
+Two experiments, each printing one JSON line per run and writing a plot:
+
+  fixed_points  for each activation (hidden / output), width and seed: solve f_theta(C) = theta
+                with the fixed-point solver from the initial weights (float64 LM), then measure the
+                quine's stability (`models.stability`: spectral radius of J, the stretch along
+                theta, fertile generations, noise test).
+  penalty       tiny widths only (dense J): minimise log(rho) + mu * sum_i relu(|lambda_i| - 0.9)^2
+                (every eigenvalue of J, differentiated through tf.linalg.eigvals) + a weight-RMS
+                floor, by L-BFGS from the initial weights, for several mu: the frontier of rho
+                against spectral radius.
+
+  python scripts/fertility_survey.py --experiment=fixed_points --widths=4,6,8 \
+      --activations=selu/linear,tanh/linear,sin/linear --seeds=0,1,2 --output=/tmp/fp.jsonl
+  python scripts/fertility_survey.py --experiment=penalty --widths=4,6 --mus=0,0.1,1,10 \
+      --activations=sin/linear,tanh/linear --seeds=0,1 --output=/tmp/penalty.jsonl
+"""
+
+import itertools
+import json
+
+from absl import app
+from absl import flags
+import numpy as np
+import scipy.optimize
+import tensorflow as tf
+
+from models import build_quine
+from models import linearization
+from models import stability
+from models.config import ModelConfig
+from trainers import fixed_point
+
+_EXPERIMENT = flags.DEFINE_enum('experiment', 'fixed_points', ['fixed_points', 'penalty'],
+                                'Which experiment.')
+_WIDTHS = flags.DEFINE_list('widths', ['4', '6', '8'], 'Hidden widths.')
+_ACTIVATIONS = flags.DEFINE_list('activations', ['selu/linear', 'tanh/linear', 'sin/linear'],
+                                 'hidden/output activation pairs.')
+_SEEDS = flags.DEFINE_list('seeds', ['0', '1'], 'init_seed = projection_seed of each run.')
+_MUS = flags.DEFINE_list('mus', ['0', '0.1', '1', '10'], 'Penalty weights (penalty).')
+_STEPS = flags.DEFINE_integer('steps', 80, 'Solver steps (fixed_points) or L-BFGS iterations.')
+_OUTPUT = flags.DEFINE_string('output', None, 'JSON lines file.')
+_PLOT = flags.DEFINE_string('plot', None, 'PNG: spectral radius against rho.')
+
+_SMOOTHING = (0.3, 0.1, 0.03, 0.01, 0.003, 0.0)  # tiny quines' kinks need wide smoothing
+_MIN_RMS = 0.03  # about half the paper initialisation's weight RMS (0.0577)
+
+
+def _config(pair, width, seed):
+  hidden, output = pair.split('/')
+  return ModelConfig(width=width, activation=hidden, output_activation=output, init_seed=seed,
+                     projection_seed=seed)
+
+
+def _fixed_point(config):
+  model = build_quine(config)
+  solver = fixed_point.SolverConfig(dtype='float64', smoothing_schedule=_SMOOTHING,
+                                    search_steps=40, stage_steps=10, cg_iterations=80)
+  fixed_point.solve(model, max_steps=_STEPS.value, target_rho=1e-13, config=solver)
+  return model
+
+
+def _penalty(config, mu):
+  model = build_quine(config)
+  forward = linearization.make_forward(model, tf.float64)
+
+  @tf.function
+  def objective(theta):
+    with tf.GradientTape() as outer:
+      outer.watch(theta)
+      with tf.GradientTape() as inner:
+        inner.watch(theta)
+        y = forward(theta)
+      jacobian = inner.jacobian(y, theta)
+      rho = tf.reduce_sum((y - theta) ** 2) / tf.reduce_sum(theta ** 2)
+      modulus = tf.abs(tf.linalg.eigvals(tf.cast(jacobian, tf.complex128)))
+      rms = tf.sqrt(tf.reduce_mean(theta ** 2))
+      loss = (tf.math.log(rho + 1e-15) + mu * tf.reduce_sum(tf.nn.relu(modulus - 0.9) ** 2)
+              + 10.0 * tf.nn.relu(_MIN_RMS - rms) ** 2 / _MIN_RMS ** 2)
+    return loss, outer.gradient(loss, theta)
+
+  def fun(x):
+    loss, grad = objective(tf.constant(x))
+    return float(loss), grad.numpy()
+
+  x0 = model.flatten().numpy().astype(np.float64)
+  result = scipy.optimize.minimize(fun, x0, jac=True, method='L-BFGS-B',
+                                   options={'maxiter': _STEPS.value})
+  model.assign_flat(tf.constant(result.x, tf.float32))
+  return model
+
+
+def _measure(model, **fields):
+  report = stability.analyse(model, stability.StabilityConfig(
+      generations=300, num_perturbations=10, noise_generations=100))
+  theta = model.flatten().numpy()
+  row = dict(fields, n=model.num_weights, rho=report['rho'],
+             weight_rms=float(np.sqrt(np.mean(theta ** 2))),
+             spectral_radius=report['spectral_radius'],
+             largest_singular_value=report['largest_singular_value'],
+             rayleigh_theta=report['rayleigh_theta'],
+             fertile_generations=report['fertile_generations'],
+             noise_returned=report['noise']['returned'])
+  print(json.dumps(row), flush=True)
+  return row
+
+
+def _plot(rows, path):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  keys = sorted({(r['activations'], r['width']) for r in rows})
+  for i, key in enumerate(keys):
+    sel = [r for r in rows if (r['activations'], r['width']) == key]
+    ax.scatter([max(r['rho'], 1e-16) for r in sel], [r['spectral_radius'] for r in sel],
+               color=f'C{i % 10}', marker='os^vD'[key[1] % 5], label=f'{key[0]}, width {key[1]}')
+  ax.axhline(1.0, color='k', ls='--', lw=0.8)
+  ax.axvline(stability.QUINE_RHO, color='k', ls=':', lw=0.8)
+  ax.set_xscale('log')
+  ax.set_yscale('log')
+  ax.set_xlabel('rho (1 = prints zeros)')
+  ax.set_ylabel('spectral radius of J')
+  ax.set_title(f'{_EXPERIMENT.value}: a fertile quine sits left of rho = 1e-3 and below 1',
+               fontsize=9)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
+def main(argv):
+  del argv
+  rows = []
+  grid = itertools.product(_ACTIVATIONS.value, [int(w) for w in _WIDTHS.value],
+                           [int(s) for s in _SEEDS.value])
+  for pair, width, seed in grid:
+    config = _config(pair, width, seed)
+    if _EXPERIMENT.value == 'fixed_points':
+      rows.append(_measure(_fixed_point(config), activations=pair, width=width, seed=seed))
+    else:
+      for mu in (float(m) for m in _MUS.value):
+        rows.append(_measure(_penalty(config, mu), activations=pair, width=width, seed=seed,
+                             mu=mu))
+  if _OUTPUT.value:
+    with open(_OUTPUT.value, 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in rows)
+  if _PLOT.value:
+    _plot(rows, _PLOT.value)
+
+
+if __name__ == '__main__':
+  app.run(main)
