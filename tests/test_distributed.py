@@ -120,7 +120,8 @@ class MultiWorkerTest(absltest.TestCase):
     self.assertNotEqual(interrupted_at, tf.train.latest_checkpoint(checkpoints))
     # Only the chief writes: nothing but the chief's files in the workdir.
     self.assertCountEqual(os.listdir(workdir),
-                          ['checkpoints', 'config.json', 'metrics.jsonl', 'plots', 'tensorboard'])
+                          ['checkpoints', 'config.json', 'metrics.jsonl', 'plots', 'stability.json',
+                           'tensorboard'])
 
     # The same run on one device gives the same numbers up to float32 round-off: summing the
     # replicas' gradients associates differently, and ~3,000 steps let that drift to ~1e-4.
