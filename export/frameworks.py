@@ -222,11 +222,8 @@ class TensorFlowReplica(Replica):
         classify = loaded.signatures['classify']
         self._classify = lambda x: classify(images=x)['logits']
     else:
-      from models import build_quine  # pylint: disable=g-import-not-at-top
-      from models.config import ModelConfig  # pylint: disable=g-import-not-at-top
       self.name = 'tensorflow[keras]'
-      model = build_quine(ModelConfig.from_dict(dump.config))
-      model.assign_flat(tf.constant(dump.theta))
+      model = keras_model(dump)
       self._model = model
       self.theta = model.flatten().numpy()
       # Eager: a handful of ops per chunk, and no retracing per rebuilt generation.
@@ -240,6 +237,16 @@ class TensorFlowReplica(Replica):
   def classify(self, images):
     images = np.asarray(images, np.float32).reshape(len(images), -1)
     return self._classify(self._tf.constant(images)).numpy()
+
+
+def keras_model(dump):
+  """The Keras quine of `dump`, rebuilt from its manifest config and safetensors weights."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from models import build_quine  # pylint: disable=g-import-not-at-top
+  from models.config import ModelConfig  # pylint: disable=g-import-not-at-top
+  model = build_quine(ModelConfig.from_dict(dump.config))
+  model.assign_flat(tf.constant(dump.theta))
+  return model
 
 
 def make_replica(framework, dump, use_saved_model=True):

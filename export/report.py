@@ -114,8 +114,9 @@ def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
             'lineage_diverged_after': diverged[0] if diverged else None}
   if stability_config is not None and dump.kind == 'vanilla':
     report['stability'] = _stability(dump, stability_config, output_dir)
+    from models import stability  # pylint: disable=g-import-not-at-top
     blocks.append('Stability of the fixed point (J = d f_theta(C) / d theta, TensorFlow, '
-                  'float64):\n' + _stability_summary(report['stability']))
+                  'float64):\n' + stability.summary_line(report['stability']))
     log(blocks[-1])
   _write_atomic(os.path.join(output_dir, REPORT_JSON),
                 json.dumps(report, indent=2).encode('utf-8'))
@@ -128,18 +129,9 @@ def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
 
 def _stability(dump, config, output_dir):
   """models.stability.analyse on the quine rebuilt in TensorFlow; writes spectrum.png."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from models import build_quine  # pylint: disable=g-import-not-at-top
   from models import stability  # pylint: disable=g-import-not-at-top
-  from models.config import ModelConfig  # pylint: disable=g-import-not-at-top
-  model = build_quine(ModelConfig.from_dict(dump.config))
-  model.assign_flat(tf.constant(dump.theta))
-  result = stability.analyse(model, config)
+  result = stability.analyse(frameworks_lib.keras_model(dump), config)
   _write_atomic(os.path.join(output_dir, SPECTRUM_PNG),
                 stability.spectrum_png(result, title=dump.path))
   return result
 
-
-def _stability_summary(result):
-  from models import stability  # pylint: disable=g-import-not-at-top
-  return stability.summary_line(result)

@@ -58,12 +58,9 @@ def main(argv):
     _fail(f'{dump.path} holds an {dump.kind} quine; stability is measured for vanilla ones')
   output_dir = report_lib.fresh_directory(_OUTPUT_DIR.value or dump.path + '.stability')
   # TensorFlow and scipy only now that the input is known to be good.
-  from models import build_quine  # pylint: disable=g-import-not-at-top
+  from export import frameworks  # pylint: disable=g-import-not-at-top
   from models import stability  # pylint: disable=g-import-not-at-top
-  from models.config import ModelConfig  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  model = build_quine(ModelConfig.from_dict(dump.config))
-  model.assign_flat(tf.constant(dump.theta))
+  model = frameworks.keras_model(dump)
   config = stability.StabilityConfig(
       num_eigenvalues=_NUM_EIGENVALUES.value, generations=_GENERATIONS.value,
       num_perturbations=_NUM_PERTURBATIONS.value, noise=_NOISE.value,

@@ -10,6 +10,7 @@ it the way a lineage does: regenerating the quine itself, and perturbed copies o
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 import scipy.sparse.linalg as sla
@@ -19,6 +20,8 @@ from models import linearization
 
 # A descendant counts as a quine while its rho is at most this.
 QUINE_RHO = 1e-3
+# Up to this N the Jacobian is formed densely (N products) rather than handed to ARPACK.
+_DENSE_MAX_N = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,13 +69,22 @@ class Jacobian:
     return sla.LinearOperator((self.n, self.n), matvec=self.matvec, rmatvec=self.rmatvec,
                               dtype=np.float64)
 
+  @property
+  def small(self):
+    """Whether the dense matrix is cheaper than ARPACK (which also needs k < n - 1)."""
+    return self.n <= _DENSE_MAX_N
+
+  @functools.cached_property
+  def dense(self):
+    """The N x N matrix, column by column (small quines only); built once."""
+    return np.stack([self.matvec(e) for e in np.eye(self.n)], axis=1)
+
 
 def outer_eigenvalues(jacobian, k=6, seed=0):
   """The k eigenvalues of largest modulus (complex, sorted by modulus, descending)."""
   n = jacobian.n
-  if n <= k + 2 or n <= 64:  # ARPACK needs k < n - 1; small quines are cheaper dense
-    dense = np.stack([jacobian.matvec(e) for e in np.eye(n)], axis=1)
-    values = np.linalg.eigvals(dense)
+  if jacobian.small or n <= k + 2:
+    values = np.linalg.eigvals(jacobian.dense)
   else:
     v0 = np.random.default_rng(seed).standard_normal(n)
     values = sla.eigs(jacobian.operator(), k=k, which='LM', v0=v0, maxiter=20 * n, tol=1e-6,
@@ -84,9 +96,8 @@ def outer_eigenvalues(jacobian, k=6, seed=0):
 def largest_singular_value(jacobian, seed=0):
   """||J||_2."""
   n = jacobian.n
-  if n <= 64:
-    dense = np.stack([jacobian.matvec(e) for e in np.eye(n)], axis=1)
-    return float(np.linalg.norm(dense, 2))
+  if jacobian.small:
+    return float(np.linalg.norm(jacobian.dense, 2))
   v0 = np.random.default_rng(seed).standard_normal(n)
   return float(sla.svds(jacobian.operator(), k=1, v0=v0, tol=1e-6, maxiter=20 * n,
                         return_singular_vectors=False)[0])
