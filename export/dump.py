@@ -1,13 +1,16 @@
 """Framework-neutral weight dumps of a quine, written and read with NumPy (and onnx) alone.
 
-A dump is a folder (an export version folder, or one generation of a lineage) holding
+A dump is a folder (an export version folder, one generation of a lineage, or a pretrained quine
+of `models/pretrained/`) holding
 
   manifest.json        what another framework needs to rebuild the forward pass
                        (`export.manifest`, derived from `models.architecture`);
   weights.safetensors  the weights theta, one tensor per layer, in canonical order (the file's
                        data block is theta itself, float32 little-endian; `export.safetensors_codec`);
   model.onnx           an ONNX graph (opset 18) from coordinates (and images) to predictions, whose
-                       weight initializers carry the canonical names (`export.onnx_graph`).
+                       weight initializers carry the canonical names (`export.onnx_graph`); a
+                       weights-only dump (the pretrained quines) leaves it out, and exporting
+                       it rebuilds the graph from the weights.
 
 The fixed random projections are not part of theta: they are the documented generator of
 `models.generator`; where the ONNX graph holds one as a table it is a separate initializer named
@@ -114,7 +117,8 @@ def write_dump_files(directory, config, weights, onnx_bytes, lineage=None, sourc
     directory: the folder.
     config: ModelConfig dict.
     weights: dict name -> float32 array, or a flat theta [N] in canonical order.
-    onnx_bytes: the serialised ONNX model whose initializers hold these weights.
+    onnx_bytes: the serialised ONNX model whose initializers hold these weights, or None for a
+      weights-only dump.
     lineage: see build_manifest.
     source: see build_manifest.
 
@@ -132,7 +136,8 @@ def write_dump_files(directory, config, weights, onnx_bytes, lineage=None, sourc
   ordered = {name: np.asarray(weights[name], np.float32) for name, _ in expected}
   _write_bytes(os.path.join(directory, WEIGHTS_FILE), safetensors_codec.encode(
       ordered, {'format': manifest_lib.FORMAT, 'order': ','.join(ordered)}))
-  _write_bytes(os.path.join(directory, ONNX_FILE), onnx_bytes)
+  if onnx_bytes is not None:
+    _write_bytes(os.path.join(directory, ONNX_FILE), onnx_bytes)
   manifest['files'] = {
       name: {'bytes': os.path.getsize(os.path.join(directory, name)),
              'sha256': sha256_file(os.path.join(directory, name))}
@@ -192,6 +197,11 @@ class Dump:
     return os.path.join(self.path, ONNX_FILE)
 
   @property
+  def has_onnx(self):
+    """Whether the dump carries model.onnx (a weights-only dump does not)."""
+    return ONNX_FILE in self.manifest['files']
+
+  @property
   def architecture(self):
     """The quine's `models.architecture.Architecture` (its manifest config, checked)."""
     return manifest_lib.architecture(self.config)
@@ -229,8 +239,8 @@ def _read_manifest(path):
   return manifest
 
 
-def _check_sizes(path, manifest):
-  for name in (WEIGHTS_FILE, ONNX_FILE):
+def _check_sizes(path, manifest, require_onnx):
+  for name in (WEIGHTS_FILE, ONNX_FILE) if require_onnx else (WEIGHTS_FILE,):
     if name not in manifest['files']:
       _fail(path, MANIFEST_FILE, f'files has no entry for {name}')
   for name, info in manifest['files'].items():
@@ -267,14 +277,16 @@ def _check_hash(path, manifest, name):
           f'{str(manifest["files"][name].get("sha256"))[:12]}...: changed after export')
 
 
-def read_dump(path):
+def read_dump(path, require_onnx=True):
   """Reads and validates a dump folder.
 
-  Model.onnx is always checked: its initializers must equal the safetensors weights and the
-  generator's projections, and its graph must hold the activations the manifest names.
+  A model.onnx the manifest lists is always checked: its initializers must equal the safetensors
+  weights and the generator's projections, and its graph must hold the activations the manifest
+  names.
 
   Args:
     path: the dump's folder.
+    require_onnx: refuse a weights-only dump (the replicas in ONNX Runtime need the graph).
 
   Returns:
     A Dump.
@@ -285,13 +297,14 @@ def read_dump(path):
   path = os.path.abspath(path)
   manifest = _read_manifest(path)
   manifest_lib.check(os.path.join(path, MANIFEST_FILE), manifest)
-  _check_sizes(path, manifest)
+  _check_sizes(path, manifest, require_onnx)
   with open(os.path.join(path, WEIGHTS_FILE), 'rb') as f:
     tensors, _ = safetensors_codec.decode(f.read(), os.path.join(path, WEIGHTS_FILE))
   _check_weights(path, manifest, tensors)
   _check_hash(path, manifest, WEIGHTS_FILE)
   dump = Dump(path, manifest, tensors)
-  onnx_graph.check_dump(dump)
+  if dump.has_onnx:
+    onnx_graph.check_dump(dump)
   for name in manifest['files']:  # model.onnx, the SavedModel's files, ...
     if name != WEIGHTS_FILE:
       _check_hash(path, manifest, name)

@@ -26,6 +26,9 @@ ONNX_PREDICTED_WEIGHTS = 'predicted_weights'
 ONNX_LOGITS = 'logits'
 ONNX_PROBABILITIES = 'probabilities'
 ONNX_PROJECTION_PREFIX = 'projection/'
+# The largest coordinate projection an export stores as a table (64K entries, 256 KB); larger
+# ones are computed in the exported graphs by the generator.
+EXPORT_TABLE_ENTRIES = 1 << 16
 
 
 class DumpError(ValueError):
@@ -45,9 +48,11 @@ def architecture(config, where=MANIFEST_FILE):
 def onnx_initializer(arch, which):
   """The ONNX initializer name holding projection `which` as a table, or None when hashed."""
   spec = arch.projections[which]
-  # The image projection is always small; the coordinate one is a table up to the generator's
-  # MAX_TABLE_ENTRIES (as in the Keras model) and hashed in the graph beyond.
-  if which == 'image' or spec.materialised:
+  # The image projection (pixels x image units, 39,200 entries for MNIST) is a table for a
+  # matmul. The coordinate projection is a table only up to EXPORT_TABLE_ENTRIES; beyond, the
+  # exported graphs (ONNX and SavedModel) hash it from its seed, so that an export carries its
+  # weights and not an N x d table (8 MB at the paper's size; benchmarks/slim_export.py).
+  if which == 'image' or spec.num_rows * spec.num_columns <= EXPORT_TABLE_ENTRIES:
     return ONNX_PROJECTION_PREFIX + which
   return None
 

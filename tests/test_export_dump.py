@@ -86,6 +86,18 @@ class FormatTest(_ExportedTestCase):
     self.assertEqual(values['projection/coordinate'].tobytes(),
                      dump.projection('coordinate').tobytes())
 
+  def test_weights_only_dump_reads_where_no_graph_is_needed(self):
+    dump = dump_lib.read_dump(self.path)
+    path = os.path.join(self.create_tempdir().full_path, 'weights_only')
+    manifest = dump_lib.write_dump(path, dump.config, dump.theta, None)
+    self.assertEqual(sorted(manifest['files']), [dump_lib.WEIGHTS_FILE])
+    self.assertEqual(sorted(os.listdir(path)), [dump_lib.MANIFEST_FILE, dump_lib.WEIGHTS_FILE])
+    light = dump_lib.read_dump(path, require_onnx=False)
+    self.assertFalse(light.has_onnx)
+    self.assertAllEqual(light.theta, dump.theta)
+    with self.assertRaisesRegex(dump_lib.DumpError, 'files has no entry for model.onnx'):
+      dump_lib.read_dump(path)
+
   def test_tensorflow_projection_is_bit_identical_to_the_generator(self):
     rows = np.array([0, 1, 35, 123456789, 2**31, 2**32 - 1], np.int64)
     want = generator.projection_rows(3, rows, 7, 0.05)

@@ -15,6 +15,7 @@ from conftest import numpy_kernels
 from conftest import numpy_predict_weights
 from export import dump as dump_lib
 from export import frameworks
+from export import manifest as manifest_lib
 from export import replication
 from export import saved_model
 from export import testing
@@ -81,7 +82,7 @@ class ReplicaTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_onnx_graph_can_hash_the_projection_itself(self):
     base = self.create_tempdir().full_path
-    with mock.patch.object(generator, 'MAX_TABLE_ENTRIES', 0):  # as for a huge quine
+    with mock.patch.object(manifest_lib, 'EXPORT_TABLE_ENTRIES', 0):  # as for a paper-size quine
       path = saved_model.export_model(self.models['vanilla'], base, 'hashed')
     dump = dump_lib.read_dump(path)
     self.assertIsNone(dump.manifest['projections']['coordinate']['onnx_initializer'])
@@ -91,6 +92,12 @@ class ReplicaTest(tf.test.TestCase, parameterized.TestCase):
     got = frameworks.make_replica('onnxruntime', dump).predict_all()
     want = frameworks.make_replica('numpy', dump).predict_all()
     self.assertAllClose(got, want, rtol=0, atol=1e-6)
+    # The SavedModel hashes too: its graph holds the generator's ops, and the same predictions.
+    served = tf.saved_model.load(path).signatures['predict_weights']
+    coordinates = tf.range(dump.num_weights, dtype=tf.int64)
+    self.assertAllClose(served(coordinates=coordinates)['predicted_weights'], want, atol=1e-6)
+    with open(os.path.join(path, 'saved_model.pb'), 'rb') as f:
+      self.assertIn(b'BitwiseXor', f.read())
 
 
 if __name__ == '__main__':

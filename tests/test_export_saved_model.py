@@ -214,10 +214,13 @@ class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
       self.assertNotAllClose(theta, build_quine(config).flatten())
 
   def test_manifest_records_the_source(self):
-    source = dump_lib.read_dump(self.paths['vanilla']).manifest['source']
-    self.assertEqual(source['workdir'], os.path.join(self.root, 'vanilla'))
-    self.assertIn('ckpt-1', source['checkpoint'])
+    manifest = dump_lib.read_dump(self.paths['vanilla']).manifest
+    source = manifest['source']
+    self.assertEqual(source['workdir'], 'vanilla')
+    self.assertEqual(source['checkpoint'], os.path.join('checkpoints', 'ckpt-1'))
     self.assertEqual((source['model_name'], source['version']), ('vanilla', 1))
+    # No absolute path of the exporting machine anywhere in the manifest.
+    self.assertNotIn(self.root, json.dumps(manifest))
 
 
 class BadWorkdirTest(tf.test.TestCase):
