@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 
 import keras
 from absl import logging
@@ -130,12 +131,29 @@ def load_model(workdir):
     why = f'no value for {missing}' if missing else ' '.join(str(error).split())[:300]
     raise ExportError(f'{latest} does not hold every weight of the quine in {CONFIG_FILE}: '
                       f'{why}') from error
-  source = {'workdir': os.path.abspath(workdir), 'checkpoint': os.path.abspath(latest),
-            'last_metrics': _last_metrics(workdir)}
+  # Names, not the exporting machine's absolute paths: the run's folder name and the checkpoint
+  # inside it.
+  source = {'workdir': os.path.basename(os.path.abspath(workdir)),
+            'checkpoint': os.path.relpath(latest, workdir), 'last_metrics': _last_metrics(workdir)}
   return model, source
 
 
 # --------------------------------------------------------------------------- SavedModel
+
+
+def _coordinate_rows(arch):
+  """The exported graphs' coordinate projection: a table constant, or hashed from its seed.
+
+  The same rule for the SavedModel and the ONNX graph (`manifest.onnx_initializer`): a table
+  only while it is small, so that a paper-size export holds its weights, not 8 MB of projection.
+  """
+  spec = arch.projections['coordinate']
+  if manifest_lib.onnx_initializer(arch, 'coordinate'):
+    table = spec.rows()
+    return lambda coordinates: tf.gather(tf.constant(table, name='projection_coordinate'),
+                                         coordinates)
+  return lambda coordinates: projection_lib.tf_projection(spec.seed, coordinates,
+                                                          spec.num_columns, spec.std)
 
 
 def serving_archive(model):
@@ -155,6 +173,9 @@ def serving_archive(model):
   """
   config = model.config
   n = config.num_weights
+  arch = model.architecture
+  backend = backends.tensorflow()
+  coordinate_rows = _coordinate_rows(arch)
   archive = keras.export.ExportArchive()
   archive.track(model)
 
@@ -165,7 +186,8 @@ def serving_archive(model):
                                        message=f'coordinates must be < num_weights = {n}')]
     with tf.control_dependencies(checks):
       coordinates = tf.identity(coordinates)
-    return {'predicted_weights': model.predict_weights(coordinates)}
+    return {'predicted_weights': arch.predict_weights(backend, model.kernels(),
+                                                      coordinate_rows(coordinates))}
 
   def weights():
     return {'theta': model.flatten()}
@@ -200,16 +222,10 @@ def _onnx_function(model, weights):
   """
   arch = model.architecture
   backend = backends.tensorflow()
-  coordinate = arch.projections['coordinate']
+  coordinate_rows = _coordinate_rows(arch)
 
   def kernels():
     return {name: tf.constant(weights[name], name=name) for name in arch.weight_names}
-
-  def coordinate_rows(coordinates):
-    if manifest_lib.onnx_initializer(arch, 'coordinate'):
-      return tf.gather(tf.constant(coordinate.rows(), name='projection_coordinate'), coordinates)
-    return projection_lib.tf_projection(coordinate.seed, coordinates, coordinate.num_columns,
-                                        coordinate.std)
 
   coordinates_spec = tf.TensorSpec([None], tf.int64, name=manifest_lib.ONNX_COORDINATES)
   if arch.kind != 'auxiliary':
@@ -426,6 +442,46 @@ def _write_version(model, model_dir, version, overwrite, source, theta):
   except FileExistsError as e:
     raise ExportError(str(e)) from e
   return version_dir
+
+
+def load_pretrained(name):
+  """The pretrained quine `name` (models/pretrained/) and its provenance for the manifest.
+
+  Raises:
+    ExportError: no pretrained quine of that name, or its files are damaged.
+  """
+  from models import zoo  # pylint: disable=g-import-not-at-top
+  try:
+    model = zoo.load_pretrained(name)
+  except zoo.PretrainedError as e:
+    raise ExportError(str(e)) from e
+  return model, {'pretrained': name, 'command': zoo.entry(name)['command']}
+
+
+def export_pretrained(name, export_base, model_name=None, version=None, overwrite=False,
+                      force_new_version=False):
+  """Exports pretrained quine `name` (SavedModel, ONNX and dump rebuilt from its weights).
+
+  Returns:
+    The version folder `<export_base>/<model_name or name>/<version>` (see `export_model`).
+
+  Raises:
+    ExportError: an unknown name, or see `export_model`.
+  """
+  model, source = load_pretrained(name)
+  return export_model(model, export_base, model_name or name, version, overwrite, source,
+                      force_new_version)
+
+
+@contextlib.contextmanager
+def temporary_pretrained_export(names):
+  """Exports pretrained quines into a temporary export base, removed on exit.
+
+  Yields:
+    {name: the model folder `<base>/<name>` holding version 1}.
+  """
+  with tempfile.TemporaryDirectory(prefix='quine-zoo-pretrained-') as base:
+    yield {name: os.path.dirname(export_pretrained(name, base)) for name in names}
 
 
 def export_workdir(workdir, export_base, model_name, version=None, overwrite=False,
