@@ -156,7 +156,8 @@ class AuxiliaryQuine(_Quine):
     return self.architecture.classify(self._backend, self.kernels(), self._image_part(images))
 
 
-def build_quine(config: ModelConfig):
-  """The quine described by `config`, with its variables created."""
+def build_quine(config: ModelConfig, name=None):
+  """The quine described by `config`, with its variables created (named `name`, default
+  '<kind>_quine')."""
   cls = AuxiliaryQuine if config.kind == 'auxiliary' else VanillaQuine
-  return cls(config, name=f'{config.kind}_quine')
+  return cls(config, name=name or f'{config.kind}_quine')

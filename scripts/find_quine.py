@@ -13,7 +13,8 @@ model (not on the solver's float64 iterate), save theta, and plot weights agains
       --lineage_span=3 --quine_steps=100 --max_steps=300       # a lineage of quines, ~1 min
 
 Prints one JSON line per seed (with lineage_rho: rho of the quine and of its next four
-descendants); PNGs go to --img_dir, weights to --out_dir.
+descendants); PNGs go to --img_dir, weights to --out_dir (theta_<name>.npy, and
+config_<name>.json: the ModelConfig they are the weights of; scripts/pretrained.py reads both).
 """
 
 import dataclasses
@@ -96,6 +97,8 @@ def run_seed(width, seed, config):
   name = f'fixed_point_w{width}_s{seed}'
   os.makedirs(_OUT_DIR.value, exist_ok=True)
   np.save(os.path.join(_OUT_DIR.value, f'theta_{name}.npy'), theta.numpy())
+  with open(os.path.join(_OUT_DIR.value, f'config_{name}.json'), 'w') as f:
+    json.dump(model.config.to_dict(), f, indent=2)  # what the theta file is a quine of
   title = (f'width {width}, N={model.num_weights}, seed {seed}: rho={m["rho"]:.2e}, '
            f'weight RMS {m["weight_rms"]:.3f} ({m["weight_rms"] / rms0:.1f}x initial)')
   plots.write_png(os.path.join(_IMG_DIR.value, f'{name}.png'),
