@@ -1,14 +1,15 @@
 r"""Exports a trained quine for serving and for other frameworks, in one version folder.
 
-From the latest checkpoint of a training workdir, writes `<export_dir>/<model_name>/<version>/`:
-a SavedModel (signatures serving_default, predict_weights, weights; classify for an auxiliary
-quine), model.onnx, weights.safetensors and manifest.json. Atomic; an existing version is kept
-unless --overwrite.
+From the latest checkpoint of a training workdir, or a pretrained quine of the zoo by name,
+writes `<export_dir>/<model_name>/<version>/`: a SavedModel (signatures serving_default,
+predict_weights, weights; classify for an auxiliary quine), model.onnx, weights.safetensors and
+manifest.json. Atomic; an existing version is kept unless --overwrite.
 
 Examples (from the repository root):
 
   python export/export_model.py --workdir=runs/alternate --export_dir=exports --model_name=vanilla
   python export/export_model.py --workdir=runs/aux --export_dir=exports --model_name=aux --version=3
+  python export/export_model.py --pretrained=aux_replicate --export_dir=exports
   saved_model_cli show --all --dir exports/vanilla/1
   python export/replicate.py --dump=exports/vanilla
   python export/serve.py --model_base_path=exports/vanilla
@@ -26,12 +27,17 @@ from absl import flags
 from absl import logging
 
 from export import saved_model
+from models import zoo
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (config.json, checkpoints/).',
-                               required=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (config.json, checkpoints/).')
+_PRETRAINED = flags.DEFINE_string('pretrained', None, 'Name of a pretrained quine '
+                                  '(models.list_pretrained()); instead of --workdir.')
 _EXPORT_DIR = flags.DEFINE_string('export_dir', None, 'Export base folder.', required=True)
-_MODEL_NAME = flags.DEFINE_string('model_name', None, 'Model folder name (default: the model '
-                                  'kind, vanilla or auxiliary).')
+_MODEL_NAME = flags.DEFINE_string('model_name', None, 'Model folder name (default: the '
+                                  'pretrained name, or the model kind, vanilla or auxiliary).')
+flags.register_multi_flags_validator(
+    ['workdir', 'pretrained'], lambda f: (f['workdir'] is None) != (f['pretrained'] is None),
+    message='give exactly one of --workdir and --pretrained')
 _VERSION = flags.DEFINE_integer('version', None, 'Version number (default: newest + 1).',
                                 lower_bound=1)
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing version.')
@@ -52,14 +58,23 @@ def main(argv):
   if len(argv) > 1:
     sys.exit(f'export_model.py: error: unexpected arguments {argv[1:]}')
   try:
-    name = _MODEL_NAME.value or saved_model.read_workdir_config(_WORKDIR.value).kind
-    before = saved_model.versions(os.path.join(_EXPORT_DIR.value, name))
-    path = saved_model.export_workdir(_WORKDIR.value, _EXPORT_DIR.value, name, _VERSION.value,
-                                      _OVERWRITE.value, _FORCE_NEW_VERSION.value)
-  except saved_model.ExportError as e:
+    if _PRETRAINED.value:
+      name = _MODEL_NAME.value or _PRETRAINED.value
+      saved_model.check_model_name(name)
+      zoo.entry(_PRETRAINED.value)  # an unknown name fails here, before TensorFlow works
+      before = saved_model.versions(os.path.join(_EXPORT_DIR.value, name))
+      path = saved_model.export_pretrained(_PRETRAINED.value, _EXPORT_DIR.value, name,
+                                           _VERSION.value, _OVERWRITE.value,
+                                           _FORCE_NEW_VERSION.value)
+    else:
+      name = _MODEL_NAME.value or saved_model.read_workdir_config(_WORKDIR.value).kind
+      before = saved_model.versions(os.path.join(_EXPORT_DIR.value, name))
+      path = saved_model.export_workdir(_WORKDIR.value, _EXPORT_DIR.value, name, _VERSION.value,
+                                        _OVERWRITE.value, _FORCE_NEW_VERSION.value)
+  except (saved_model.ExportError, zoo.PretrainedError) as e:
     sys.exit(f'export_model.py: error: {e}')
   if _VERSION.value is None and int(os.path.basename(path)) in before:
-    print(f'Already exported: {path} holds this checkpoint (--force_new_version exports another '
+    print(f'Already exported: {path} holds these weights (--force_new_version exports another '
           'version)')
   else:
     print(f'Exported {path}: {", ".join(sorted(os.listdir(path)))}')

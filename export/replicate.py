@@ -11,6 +11,11 @@ Examples (from the repository root):
   python export/replicate.py --dump=exports/aux/1 --data_dir=../shared/tfds --generations=3
   python export/replicate.py --dump=exports/vanilla/1 --frameworks=numpy,torch \
       --lineage_framework=numpy --output_dir=/tmp/lineage
+  python export/replicate.py --pretrained=exact_w5 --generations=300   # report: exact_w5.replication
+
+A pretrained quine (--pretrained=NAME, models.list_pretrained()) is exported into a temporary folder
+first (SavedModel and ONNX rebuilt from its weights); its report goes to --output_dir, by default
+<NAME>.replication in the current folder.
 
 Exit status: 0 when every framework agrees, 1 when some disagree, 2 on a bad dump or data.
 """
@@ -29,7 +34,12 @@ from export import replication
 from export import report
 
 _DUMP = flags.DEFINE_string('dump', None, 'A dump folder, or an exported model folder (newest '
-                            'version).', required=True)
+                            'version).')
+_PRETRAINED = flags.DEFINE_string('pretrained', None, 'Name of a pretrained quine; instead of '
+                                  '--dump.')
+flags.register_multi_flags_validator(
+    ['dump', 'pretrained'], lambda f: (f['dump'] is None) != (f['pretrained'] is None),
+    message='give exactly one of --dump and --pretrained')
 _FRAMEWORKS = flags.DEFINE_multi_enum('frameworks', list(frameworks.FRAMEWORKS),
                                       frameworks.FRAMEWORKS, 'Frameworks to replicate in.')
 _GENERATIONS = flags.DEFINE_integer('generations', 5, 'Children to build (0: no lineage).',
@@ -55,8 +65,22 @@ def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments {argv[1:]}')
   names = list(dict.fromkeys(','.join(_FRAMEWORKS.value).split(',')))
+  if _PRETRAINED.value:
+    from export import saved_model  # pylint: disable=g-import-not-at-top
+    from models import zoo  # pylint: disable=g-import-not-at-top
+    try:
+      zoo.entry(_PRETRAINED.value)
+      output_dir = report.fresh_directory(_OUTPUT_DIR.value or f'{_PRETRAINED.value}.replication')
+      with saved_model.temporary_pretrained_export([_PRETRAINED.value]) as exported:
+        return _replicate(exported[_PRETRAINED.value], names, output_dir)
+    except (zoo.PretrainedError, saved_model.ExportError) as e:
+      _fail(e)
+  return _replicate(_DUMP.value, names, _OUTPUT_DIR.value)
+
+
+def _replicate(dump_path, names, output_dir):
   try:
-    path = dump_lib.find_dump(_DUMP.value)
+    path = dump_lib.find_dump(dump_path)
     config = dump_lib.read_dump(path).config
     images = labels = None
     if config['kind'] == 'auxiliary':
@@ -69,7 +93,7 @@ def main(argv):
       from models import stability  # pylint: disable=g-import-not-at-top
       stability_config = stability.StabilityConfig()
     result = report.run(path, names, _GENERATIONS.value, _LINEAGE_FRAMEWORK.value,
-                        _OUTPUT_DIR.value, images, labels, stability_config=stability_config)
+                        output_dir, images, labels, stability_config=stability_config)
   except (dump_lib.DumpError, replication.DataError) as e:
     _fail(e)
   sys.exit(0 if result['agrees'] else 1)

@@ -4,6 +4,7 @@ Clients written for TF Serving work unchanged. Examples (from the repository roo
 
   python export/serve.py --model_base_path=exports/vanilla            # model name: vanilla
   python export/serve.py --model_config_file=models.config --rest_api_port=8501
+  python export/serve.py --pretrained=fixed_point_w100_s0,aux_replicate   # from the zoo
 
   curl localhost:8501/v1/models/vanilla
   curl localhost:8501/v1/models/vanilla/metadata
@@ -17,6 +18,7 @@ For production, serve the same folder with TF Serving itself (see docs/EXPORT.md
 """
 
 import os
+import signal
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's C++ start-up notes out
@@ -44,15 +46,37 @@ _MAX_ROWS = flags.DEFINE_integer(
     'max_rows_per_request', serving.DEFAULT_MAX_ROWS, 'Most coordinates (or images) in one '
     'request; more get a 400 naming the limit. Requests are evaluated '
     f'{serving.DEFAULT_CHUNK_ROWS} rows at a time.', lower_bound=1)
+_PRETRAINED = flags.DEFINE_list(
+    'pretrained', None, 'Pretrained quines to serve, by name (models.list_pretrained()): each is '
+    'exported into a temporary folder as version 1 and served under its name.')
 flags.register_multi_flags_validator(
-    ['model_base_path', 'model_config_file'],
-    lambda f: (f['model_base_path'] is None) != (f['model_config_file'] is None),
-    message='give exactly one of --model_base_path and --model_config_file')
+    ['model_base_path', 'model_config_file', 'pretrained'],
+    lambda f: sum(f[k] is not None for k in f) == 1,
+    message='give exactly one of --model_base_path, --model_config_file and --pretrained')
+
+
+def _interrupt(signum, frame):
+  del signum, frame
+  raise KeyboardInterrupt
 
 
 def main(argv):
   if len(argv) > 1:
     sys.exit(f'serve.py: error: unexpected arguments {argv[1:]}')
+  if _PRETRAINED.value:
+    from export import saved_model  # pylint: disable=g-import-not-at-top
+    from models import zoo  # pylint: disable=g-import-not-at-top
+    try:
+      for name in _PRETRAINED.value:
+        zoo.entry(name)  # every name is checked before anything is exported
+      print(f'Exporting {", ".join(_PRETRAINED.value)} from the zoo...', flush=True)
+      # A stopped server (SIGTERM as well as Ctrl-C) removes its temporary exports.
+      signal.signal(signal.SIGTERM, _interrupt)
+      with saved_model.temporary_pretrained_export(_PRETRAINED.value) as models:
+        _serve(models)
+    except (zoo.PretrainedError, saved_model.ExportError) as e:
+      sys.exit(f'serve.py: error: {e}')
+    return
   if _MODEL_CONFIG_FILE.value:
     try:
       models = serving.read_model_config_file(_MODEL_CONFIG_FILE.value)
@@ -61,6 +85,11 @@ def main(argv):
   else:
     base = os.path.abspath(_MODEL_BASE_PATH.value)
     models = {_MODEL_NAME.value or os.path.basename(base.rstrip(os.sep)): base}
+  _serve(models)
+
+
+def _serve(models):
+  """Serves {name: model base path} until interrupted."""
   application = serving.ServingApp(models, _MAX_BODY_BYTES.value, _MAX_ROWS.value)
   for name, model in application.models.items():
     found = model.versions()

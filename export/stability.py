@@ -10,6 +10,7 @@ Examples (from the repository root):
 
   python export/stability.py --dump=exports/vanilla
   python export/stability.py --dump=exports/fixed_point/1 --generations=300 --noise=0.02
+  python export/stability.py --pretrained=fixed_point_w100_s0     # writes fixed_point_w100_s0.stability/
 
 Exit status: 0 when the quine is contracting, 1 when it is not, 2 on a bad dump.
 """
@@ -25,9 +26,15 @@ from absl import flags
 
 from export import dump as dump_lib
 from export import report as report_lib
+from models import zoo
 
 _DUMP = flags.DEFINE_string('dump', None, 'A dump folder, or an exported model folder (newest '
-                            'version).', required=True)
+                            'version).')
+_PRETRAINED = flags.DEFINE_string('pretrained', None, 'Name of a pretrained quine; instead of '
+                                  '--dump (the output goes to <NAME>.stability by default).')
+flags.register_multi_flags_validator(
+    ['dump', 'pretrained'], lambda f: (f['dump'] is None) != (f['pretrained'] is None),
+    message='give exactly one of --dump and --pretrained')
 _GENERATIONS = flags.DEFINE_integer('generations', 300, 'Longest lineage to regenerate.',
                                     lower_bound=0)
 _NUM_PERTURBATIONS = flags.DEFINE_integer('num_perturbations', 10, 'Perturbed copies (K).',
@@ -51,12 +58,19 @@ def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments {argv[1:]}')
   try:
-    dump = dump_lib.read_dump(dump_lib.find_dump(_DUMP.value))
-  except dump_lib.DumpError as e:
+    if _PRETRAINED.value:
+      # A pretrained quine is a weights-only dump; its report goes beside the caller, not into
+      # the repository's models/pretrained/.
+      dump = dump_lib.read_dump(zoo.pretrained_dir(_PRETRAINED.value), require_onnx=False)
+      default_output = f'{_PRETRAINED.value}.stability'
+    else:
+      dump = dump_lib.read_dump(dump_lib.find_dump(_DUMP.value), require_onnx=False)
+      default_output = dump.path + '.stability'
+  except (dump_lib.DumpError, zoo.PretrainedError) as e:
     _fail(e)
   if dump.kind != 'vanilla':
     _fail(f'{dump.path} holds an {dump.kind} quine; stability is measured for vanilla ones')
-  output_dir = report_lib.fresh_directory(_OUTPUT_DIR.value or dump.path + '.stability')
+  output_dir = report_lib.fresh_directory(_OUTPUT_DIR.value or default_output)
   # TensorFlow and scipy only now that the input is known to be good.
   from export import frameworks  # pylint: disable=g-import-not-at-top
   from models import stability  # pylint: disable=g-import-not-at-top

@@ -11,11 +11,13 @@ import numpy as np
 import tensorflow as tf
 
 from conftest import REPO_ROOT
+from export import dump as dump_lib
 from export import frameworks
 from export import replication
 from export import report
 from export import saved_model
 from export import testing
+from models import zoo
 
 
 class MetricsTest(tf.test.TestCase):
@@ -190,6 +192,49 @@ class BinariesTest(tf.test.TestCase):
     bad = self._run('stability.py', f'--dump={root}/nowhere')
     self.assertEqual(bad.returncode, 2)
     self.assertEqual(len(bad.stderr.strip().splitlines()), 1, bad.stderr)
+
+  def test_pretrained_quines_from_the_command_line(self):
+    root = self.create_tempdir().full_path
+    # Export: SavedModel and ONNX rebuilt from the shipped weights, run by saved_model_cli.
+    exported = self._run('export_model.py', '--pretrained=aux_replicate', f'--export_dir={root}/x')
+    self.assertEqual(exported.returncode, 0, exported.stderr)
+    version = f'{root}/x/aux_replicate/1'
+    self.assertIn(f'Exported {version}', exported.stdout)
+    cli = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
+    ran = subprocess.run([cli, 'run', '--dir', version, '--tag_set', 'serve', '--signature_def',
+                          'predict_weights', '--input_exprs', 'coordinates=[0,1,21099]'],
+                         capture_output=True, text=True, timeout=300)
+    self.assertEqual(ran.returncode, 0, ran.stderr)
+    want = zoo.load_pretrained('aux_replicate').predict_weights(tf.constant([0, 1, 21099]))
+    got = np.array(ran.stdout.split('predicted_weights:')[1].replace('[', ' ').replace(
+        ']', ' ').split(), np.float32)
+    self.assertAllClose(got, want, rtol=1e-5, atol=1e-6)
+    self.assertEqual(dump_lib.read_dump(version).manifest['source']['pretrained'],
+                     'aux_replicate')
+    # Slim: the weights are stored three times (variables/, model.onnx, weights.safetensors);
+    # besides them the paper-size export holds graphs and the 784 x 50 image projection, and no
+    # 21,100 x 50 coordinate table (4 MB).
+    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(version) for f in fs)
+    weights = os.path.getsize(os.path.join(version, 'weights.safetensors'))
+    self.assertLess(total - 3 * weights, 512 << 10)
+    # Replicate and stability take the name too; their reports go to --output_dir.
+    replicated = self._run('replicate.py', '--pretrained=exact_w5', '--generations=3',
+                           f'--output_dir={root}/r', '--nostability')
+    self.assertEqual(replicated.returncode, 0, replicated.stderr)
+    self.assertTrue(os.path.exists(f'{root}/r/lineage.png'))
+    measured = self._run('stability.py', '--pretrained=exact_w5', '--generations=50',
+                         '--num_perturbations=0', f'--output_dir={root}/s')
+    self.assertEqual(measured.returncode, 1, measured.stderr)  # not contracting
+    self.assertIn('spectral radius 2.73', measured.stdout)
+    self.assertEqual(os.listdir(zoo.pretrained_dir('exact_w5')),
+                     list(zoo.catalogue()['exact_w5']['files']))  # nothing written there
+    for script, *args in (('export_model.py', f'--export_dir={root}/y'), ('replicate.py',),
+                          ('stability.py',)):
+      bad = self._run(script, '--pretrained=nope', *args)
+      self.assertNotEqual(bad.returncode, 0)
+      self.assertIn("no pretrained quine named 'nope'", bad.stderr)
+      self.assertNotIn('Traceback', bad.stderr)
+    self.assertFalse(os.path.exists(f'{root}/y'))
 
   def test_bad_dump_is_reported_in_one_line(self):
     root = self.create_tempdir().full_path

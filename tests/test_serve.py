@@ -5,6 +5,9 @@ import contextlib
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -16,9 +19,11 @@ import numpy as np
 import tensorflow as tf
 from werkzeug import serving as werkzeug_serving
 
+from conftest import REPO_ROOT
 from export import saved_model
 from export import serving
 from export import testing
+from models import zoo
 
 _TIMEOUT_S = 30
 
@@ -311,6 +316,42 @@ class ServerTest(tf.test.TestCase):
     os.makedirs(os.path.join(base, 'notes'))
     self.assertEqual(app.models['m'].get().version, 10)
     self.assertEqual(app.models['m'].versions(), [3, 10])
+
+
+class PretrainedServerTest(tf.test.TestCase):
+
+  def test_serve_binary_serves_pretrained_quines_by_name_and_cleans_up(self):
+    env = dict(os.environ, TMPDIR=self.create_tempdir().full_path)
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(REPO_ROOT, 'export', 'serve.py'),
+         '--pretrained=exact_w5,exact_w10', '--port=0'], cwd=REPO_ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+      url = None
+      for line in process.stdout:  # 'Serving on http://127.0.0.1:PORT/v1/models/exact_w5 ...'
+        if line.startswith('Serving on '):
+          url = line.split()[2].split('/v1/')[0]
+          break
+      self.assertIsNotNone(url, 'the server never said where it serves')
+      status, body = _request(url + '/v1/models/exact_w10:predict', {'instances': [0, 209]})
+      self.assertEqual(status, 200)
+      self.assertAllClose(body['predictions'], zoo.load_theta('exact_w10')[[0, 209]], atol=1e-4)
+      self.assertEqual(_request(url + '/v1/models/exact_w5')[1]['model_version_status'][0]
+                       ['state'], 'AVAILABLE')
+    finally:
+      process.send_signal(signal.SIGTERM)
+      process.wait(_TIMEOUT_S)
+    # Its temporary exports are gone (other libraries may leave their own files there).
+    self.assertEqual([n for n in os.listdir(env['TMPDIR']) if n.startswith('quine-zoo')], [])
+
+  def test_unknown_pretrained_name_is_one_line(self):
+    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'export', 'serve.py'),
+                             '--pretrained=exact_w5,nope'], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=120)
+    self.assertNotEqual(result.returncode, 0)
+    self.assertEqual(result.stderr.strip().splitlines()[-1],
+                     "serve.py: error: no pretrained quine named 'nope'; the zoo has "
+                     + ', '.join(zoo.list_pretrained()))
 
 
 class ModelConfigFileTest(tf.test.TestCase):

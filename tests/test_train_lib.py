@@ -27,6 +27,7 @@ from conftest import tiny_aux_config
 from conftest import tiny_model_config
 from conftest import tiny_train_config
 from models import build_quine
+from models import zoo
 from trainers import configs
 from trainers import train_lib
 from trainers import workdir as workdir_lib
@@ -392,6 +393,20 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
     predictions = numpy_predict_weights(config.model, numpy_kernels(model), np.arange(36))
     self.assertAllClose(first['l_sr'], np.sum((predictions - theta)**2), rtol=1e-5)
     self.assertAllClose(first['weight_rms'], np.sqrt(np.mean(theta**2)), rtol=1e-6)
+
+  def test_init_from_starts_at_the_pretrained_weights_and_resumes_past_them(self):
+    workdir = self._workdir()
+    config = tiny_train_config(model=zoo.load_config('exact_w5'), init_from='exact_w5',
+                               method='regenerate', generations=1)
+    self.assertEqual(configs.TrainConfig.from_dict(config.to_dict()), config)
+    train_lib.run(config, workdir)
+    first, last = _read_lines(workdir)[0], _read_lines(workdir)[-1]
+    self.assertAllClose(first['rho'], zoo.catalogue()['exact_w5']['metrics']['rho'], rtol=1e-6)
+    self.assertLess(last['rho'], 1e-9)  # the child of an exact quine is one too
+    # Resuming restores the checkpoint, not the pretrained weights again.
+    train_lib.run(dataclasses.replace(config, generations=2), workdir)
+    self.assertEqual([r['generation'] for r in _read_lines(workdir)], [0, 1, 2])
+    self.assertGreater(_read_lines(workdir)[-1]['rho'], last['rho'])
 
   def test_a_few_epochs_lower_the_loss(self):
     # The tiny preset as it is (Adamax, lr 2e-3): L_SR falls, and not by shrinking the weights.

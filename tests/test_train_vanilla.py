@@ -46,6 +46,12 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
       ('bad_model_name', ['--preset=tiny', '--export_dir=/tmp', '--model_name=../up'],
        r'--model_name=../up: model name'),
       ('stray_argument', ['--preset=tiny', 'extra'], r'unexpected arguments'),
+      ('init_from_unknown', ['--init_from=nope'],
+       r"--init_from=nope: no pretrained quine named 'nope'; the zoo has paper_adamax"),
+      ('init_from_other_kind', ['--init_from=aux_paper'],
+       r'--init_from=aux_paper is an auxiliary quine; this binary trains vanilla ones'),
+      ('init_from_other_width', ['--init_from=exact_w5', '--width=7'],
+       r'--width=7 contradicts --init_from=exact_w5, whose width is 5'),
   )
   def test_bad_config_exits_with_one_error_line(self, args, message):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')

@@ -15,6 +15,7 @@ import tensorflow as tf
 from export import saved_model
 from models import activations
 from models import stability as stability_lib
+from models import zoo
 from models.config import INITS
 from trainers import configs
 from trainers import strategies
@@ -47,6 +48,9 @@ OUTPUT_ACTIVATION = flags.DEFINE_enum('output_activation', None, activations.nam
 FREQUENCY = flags.DEFINE_float('frequency', None,
                                'omega of the sin activation, sin(omega * x) (SIREN\'s w0).')
 INIT = flags.DEFINE_enum('init', None, INITS, 'Weight initialisation.')
+INIT_FROM = flags.DEFINE_string(
+    'init_from', None, 'Start from the weights of this pretrained quine (models.list_pretrained())'
+    ' instead of an initialisation; its config fixes the architecture.')
 SOLVER_STEPS = flags.DEFINE_integer('solver_steps', None,
                                     'Levenberg-Marquardt iterations of --method=fixed_point.')
 LINEAGE_GENERATIONS = flags.DEFINE_integer(
@@ -106,8 +110,11 @@ def config_from_flags(presets, default_preset, **extra_overrides):
   model_overrides = {'width': WIDTH.value, 'num_hidden': NUM_HIDDEN.value, 'init': INIT.value,
                      'activation': ACTIVATION.value, 'output_activation': OUTPUT_ACTIVATION.value,
                      'frequency': FREQUENCY.value, 'init_seed': SEED.value}
-  model = dataclasses.replace(
-      config.model, **{k: v for k, v in model_overrides.items() if v is not None})
+  if INIT_FROM.value:
+    model = _pretrained_model(INIT_FROM.value, config.model.kind, model_overrides)
+  else:
+    model = dataclasses.replace(
+        config.model, **{k: v for k, v in model_overrides.items() if v is not None})
   overrides = {
       'method': METHOD.value, 'optimizer': OPTIMIZER.value,
       'learning_rate': LEARNING_RATE.value, 'num_epochs': NUM_EPOCHS.value,
@@ -115,7 +122,8 @@ def config_from_flags(presets, default_preset, **extra_overrides):
       'opt_epochs_per_generation': OPT_EPOCHS.value, 'noise_stddev': NOISE_STDDEV.value,
       'seed': SEED.value, 'steps_per_loop': STEPS_PER_LOOP.value,
       'solver_steps': SOLVER_STEPS.value, 'jit_compile': JIT_COMPILE.value,
-      'lineage_generations': LINEAGE_GENERATIONS.value, **extra_overrides}
+      'lineage_generations': LINEAGE_GENERATIONS.value, 'init_from': INIT_FROM.value,
+      **extra_overrides}
   try:
     model.validate()
   except ValueError as e:  # models/ names its fields; say which flag set one
@@ -126,6 +134,26 @@ def config_from_flags(presets, default_preset, **extra_overrides):
   config = dataclasses.replace(
       config, model=model, **{k: v for k, v in overrides.items() if v is not None})
   return config.validate()
+
+
+def _pretrained_model(name, kind, model_overrides):
+  """The ModelConfig of pretrained quine `name`, checked against the binary and the flags.
+
+  The pretrained quine fixes the architecture: a model flag may repeat its value, not change it.
+  --seed seeds the run's shuffling and noise only (the weights come from the quine).
+  """
+  try:
+    model = zoo.load_config(name)
+  except zoo.PretrainedError as e:
+    raise ValueError(f'--init_from={name}: {e}') from e
+  if model.kind != kind:
+    raise ValueError(f'--init_from={name} is an {model.kind} quine; this binary trains '
+                     f'{kind} ones')
+  for field, value in model_overrides.items():
+    if field != 'init_seed' and value is not None and value != getattr(model, field):
+      raise ValueError(f'--{_MODEL_FLAGS.get(field, field)}={value} contradicts '
+                       f'--init_from={name}, whose {field} is {getattr(model, field)}')
+  return model
 
 
 def check_export_flags(config):

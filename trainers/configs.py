@@ -69,6 +69,8 @@ class TrainConfig:
       `fixed_point.SolverConfig.quine_steps` iterations), the solver minimises the differences
       between the first K + 1 generations, so that the quine's child and grandchild (K = 3) are
       quines too (trainers/fixed_point.py).
+    init_from: the name of a pretrained quine (models.list_pretrained()) whose weights start the
+      run instead of the initialisation; `model` must be its config. '' = initialise.
   """
   model: ModelConfig = ModelConfig()
   method: str = 'optimize'
@@ -93,6 +95,7 @@ class TrainConfig:
   replication_weight: float = 1.0
   solver_steps: int = 80
   lineage_generations: int = 1
+  init_from: str = ''
 
   @property
   def replicate_phase_steps(self):
@@ -170,6 +173,8 @@ class TrainConfig:
   def to_dict(self):
     d = dataclasses.asdict(self)
     d['model'] = self.model.to_dict()
+    if not self.init_from:
+      del d['init_from']  # so that the config.json of earlier runs still matches theirs
     return d
 
   @classmethod

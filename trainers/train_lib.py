@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import build_quine
+from models import zoo
 from models import stability as stability_lib
 from trainers import configs
 from trainers import fixed_point
@@ -114,6 +115,8 @@ class QuineTrainer:
     self.strategy = strategy or tf.distribute.get_strategy()
     with self.strategy.scope():
       self.model = build_quine(config.model)
+      if config.init_from:  # a pretrained start; a resumed run's checkpoint overrides it
+        self.model.assign_flat(zoo.load_theta(config.init_from))
       self.optimizer = self.make_optimizer()
       self.optimizer.build(self.model.quine_variables)
       # The frozen copy of theta that an epoch's minibatches regress onto.
