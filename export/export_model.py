@@ -27,7 +27,6 @@ from absl import flags
 from absl import logging
 
 from export import saved_model
-from models import zoo
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (config.json, checkpoints/).')
 _PRETRAINED = flags.DEFINE_string('pretrained', None, 'Name of a pretrained quine '
@@ -60,8 +59,6 @@ def main(argv):
   try:
     if _PRETRAINED.value:
       name = _MODEL_NAME.value or _PRETRAINED.value
-      saved_model.check_model_name(name)
-      zoo.entry(_PRETRAINED.value)  # an unknown name fails here, before TensorFlow works
       before = saved_model.versions(os.path.join(_EXPORT_DIR.value, name))
       path = saved_model.export_pretrained(_PRETRAINED.value, _EXPORT_DIR.value, name,
                                            _VERSION.value, _OVERWRITE.value,
@@ -71,7 +68,7 @@ def main(argv):
       before = saved_model.versions(os.path.join(_EXPORT_DIR.value, name))
       path = saved_model.export_workdir(_WORKDIR.value, _EXPORT_DIR.value, name, _VERSION.value,
                                         _OVERWRITE.value, _FORCE_NEW_VERSION.value)
-  except (saved_model.ExportError, zoo.PretrainedError) as e:
+  except saved_model.ExportError as e:
     sys.exit(f'export_model.py: error: {e}')
   if _VERSION.value is None and int(os.path.basename(path)) in before:
     print(f'Already exported: {path} holds these weights (--force_new_version exports another '

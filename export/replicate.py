@@ -32,6 +32,7 @@ from export import dump as dump_lib
 from export import frameworks
 from export import replication
 from export import report
+from models import zoo
 
 _DUMP = flags.DEFINE_string('dump', None, 'A dump folder, or an exported model folder (newest '
                             'version).')
@@ -61,40 +62,48 @@ def _fail(message):
   sys.exit(2)
 
 
+def _test_data(config):
+  """MNIST's test split for an auxiliary quine of 784-pixel images; (None, None) otherwise."""
+  if config['kind'] != 'auxiliary':
+    return None, None
+  if config['image_size'] != 784:
+    print(f'(image_size {config["image_size"]} is not MNIST\'s 784: no test accuracy)')
+    return None, None
+  return replication.load_mnist_test(_DATA_DIR.value, _NUM_TEST_IMAGES.value)
+
+
 def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments {argv[1:]}')
   names = list(dict.fromkeys(','.join(_FRAMEWORKS.value).split(',')))
-  if _PRETRAINED.value:
-    from export import saved_model  # pylint: disable=g-import-not-at-top
-    from models import zoo  # pylint: disable=g-import-not-at-top
-    try:
-      zoo.entry(_PRETRAINED.value)
-      output_dir = report.fresh_directory(_OUTPUT_DIR.value or f'{_PRETRAINED.value}.replication')
-      with saved_model.temporary_pretrained_export([_PRETRAINED.value]) as exported:
-        return _replicate(exported[_PRETRAINED.value], names, output_dir)
-    except (zoo.PretrainedError, saved_model.ExportError) as e:
-      _fail(e)
-  return _replicate(_DUMP.value, names, _OUTPUT_DIR.value)
-
-
-def _replicate(dump_path, names, output_dir):
   try:
-    path = dump_lib.find_dump(dump_path)
-    config = dump_lib.read_dump(path).config
-    images = labels = None
-    if config['kind'] == 'auxiliary':
-      if config['image_size'] == 784:
-        images, labels = replication.load_mnist_test(_DATA_DIR.value, _NUM_TEST_IMAGES.value)
-      else:
-        print(f'(image_size {config["image_size"]} is not MNIST\'s 784: no test accuracy)')
+    # The inputs (the quine, and MNIST for an auxiliary one) are checked before any work.
+    if _PRETRAINED.value:
+      config = zoo.load_config(_PRETRAINED.value).to_dict()
+    else:
+      path = dump_lib.find_dump(_DUMP.value)
+      config = dump_lib.read_dump(path).config
+    images, labels = _test_data(config)
     stability_config = None
     if _STABILITY.value and config['kind'] == 'vanilla':
       from models import stability  # pylint: disable=g-import-not-at-top
       stability_config = stability.StabilityConfig()
-    result = report.run(path, names, _GENERATIONS.value, _LINEAGE_FRAMEWORK.value,
+
+    def replicate(dump_path, output_dir):
+      return report.run(dump_path, names, _GENERATIONS.value, _LINEAGE_FRAMEWORK.value,
                         output_dir, images, labels, stability_config=stability_config)
-  except (dump_lib.DumpError, replication.DataError) as e:
+
+    if _PRETRAINED.value:
+      from export import saved_model  # pylint: disable=g-import-not-at-top  (TensorFlow)
+      try:
+        with saved_model.temporary_pretrained_export([_PRETRAINED.value]) as exported:
+          result = replicate(exported[_PRETRAINED.value],
+                             _OUTPUT_DIR.value or f'{_PRETRAINED.value}.replication')
+      except saved_model.ExportError as e:
+        _fail(e)
+    else:
+      result = replicate(path, _OUTPUT_DIR.value)
+  except (dump_lib.DumpError, replication.DataError, zoo.PretrainedError) as e:
     _fail(e)
   sys.exit(0 if result['agrees'] else 1)
 

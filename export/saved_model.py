@@ -468,6 +468,7 @@ def export_pretrained(name, export_base, model_name=None, version=None, overwrit
   Raises:
     ExportError: an unknown name, or see `export_model`.
   """
+  check_model_name(model_name or name)  # before the quine is built
   model, source = load_pretrained(name)
   return export_model(model, export_base, model_name or name, version, overwrite, source,
                       force_new_version)

@@ -108,7 +108,11 @@ def load_theta(name, directory=PRETRAINED_DIR):
   Raises:
     PretrainedError: unknown name, or files that do not match the catalogue or the config.
   """
-  arch = Architecture(load_config(name, directory))
+  return _theta(name, load_config(name, directory), directory)
+
+
+def _theta(name, config, directory):
+  arch = Architecture(config)
   tensors = safetensors_numpy.load(_checked_bytes(name, WEIGHTS_FILE, directory))
   parts = []
   for weight, shape in arch.weights:
@@ -131,6 +135,7 @@ def load_pretrained(name, directory=PRETRAINED_DIR):
     PretrainedError: unknown name, or damaged files.
   """
   from models.quine import build_quine  # pylint: disable=g-import-not-at-top  (TensorFlow)
-  model = build_quine(load_config(name, directory), name=name)
-  model.assign_flat(load_theta(name, directory))
+  config = load_config(name, directory)
+  model = build_quine(config, name=name)
+  model.assign_flat(_theta(name, config, directory))
   return model

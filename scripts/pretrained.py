@@ -161,15 +161,16 @@ def write_entry_dump(entry, config, theta, directory):
 
 def measure(dump, images=None, labels=None):
   """(The catalogue's numbers of a dump, from its files, in TensorFlow (float32); its plot.)"""
-  model = frameworks.keras_model(dump)
-  predictions, _, row = replication.evaluate(frameworks.make_replica('tensorflow', dump, False),
-                                             images, labels)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from models import build_quine  # pylint: disable=g-import-not-at-top
-  initial = build_quine(model.config).flatten().numpy()
+  model = frameworks.keras_model(dump)
+  predictions = model.predict_weights(tf.range(dump.num_weights, dtype=tf.int64)).numpy()
+  row = replication.metrics(dump.theta, predictions)
   numbers = {k: row[k] for k in ('l_sr', 'rho', 'r2', 'weight_rms')}
+  initial = build_quine(model.config).flatten().numpy()
   numbers['initial_weight_rms'] = float(np.sqrt(np.mean(initial.astype(np.float64) ** 2)))
-  if 'test_accuracy' in row:
-    numbers['test_accuracy'] = row['test_accuracy']
+  if images is not None and dump.kind == 'auxiliary':
+    numbers['test_accuracy'] = replication.accuracy(model.classify(images).numpy(), labels)
   if dump.kind == 'vanilla':
     numbers.update(stability_numbers(model))
   from trainers import plots  # pylint: disable=g-import-not-at-top
