@@ -20,11 +20,8 @@ import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's C++ start-up notes out
 
-import logging as std_logging  # pylint: disable=g-import-not-at-top
-
-from absl import app
+from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
 
 from export import saved_model
 
@@ -45,15 +42,8 @@ _FORCE_NEW_VERSION = flags.DEFINE_bool(
     'this checkpoint (otherwise nothing is exported and that version is named).')
 
 
-def _quiet_logs():
-  """Hides TensorFlow's and tf2onnx's INFO lines (one per saved asset, per ONNX pass)."""
-  logging.set_verbosity(logging.WARNING)
-  for name in ('tensorflow', 'tf2onnx'):
-    std_logging.getLogger(name).setLevel(std_logging.WARNING)
-
-
 def main(argv):
-  _quiet_logs()
+  saved_model.quiet_logs()
   if len(argv) > 1:
     sys.exit(f'export_model.py: error: unexpected arguments {argv[1:]}')
   try:

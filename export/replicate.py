@@ -95,6 +95,7 @@ def main(argv):
 
     if _PRETRAINED.value:
       from export import saved_model  # pylint: disable=g-import-not-at-top  (TensorFlow)
+      saved_model.quiet_logs()
       try:
         with saved_model.temporary_pretrained_export([_PRETRAINED.value]) as exported:
           result = replicate(exported[_PRETRAINED.value],

@@ -25,6 +25,7 @@ import datetime
 import fcntl
 import hashlib
 import json
+import logging as std_logging
 import os
 import re
 import shutil
@@ -56,6 +57,14 @@ _RTOL = 1e-5
 
 class ExportError(ValueError):
   """The export cannot be made; the message says why."""
+
+
+def quiet_logs():
+  """Hides TensorFlow's and tf2onnx's INFO lines (one per saved asset, per ONNX pass): for the
+  binaries that export (export_model.py, and serve.py / replicate.py with --pretrained)."""
+  logging.set_verbosity(logging.WARNING)
+  for name in ('tensorflow', 'tf2onnx'):
+    std_logging.getLogger(name).setLevel(std_logging.WARNING)
 
 
 # --------------------------------------------------------------------------- from a workdir

@@ -66,6 +66,7 @@ def main(argv):
   if _PRETRAINED.value:
     from export import saved_model  # pylint: disable=g-import-not-at-top
     from models import zoo  # pylint: disable=g-import-not-at-top
+    saved_model.quiet_logs()
     try:
       for name in _PRETRAINED.value:
         zoo.entry(name)  # every name is checked before anything is exported
