@@ -1,6 +1,6 @@
 r"""Are the zoo's quines fertile? The spectral radius of regeneration at the fixed points it finds.
 
-Two experiments, each printing one JSON line per run and writing a plot:
+Three experiments, each printing one JSON line per run and writing a plot:
 
   fixed_points  for each activation (hidden / output), width and seed: solve f_theta(C) = theta
                 with the fixed-point solver from the initial weights (float64 LM), then measure the
@@ -10,11 +10,20 @@ Two experiments, each printing one JSON line per run and writing a plot:
                 (every eigenvalue of J, differentiated through tf.linalg.eigvals) + a weight-RMS
                 floor, by L-BFGS from the initial weights, for several mu: the frontier of rho
                 against spectral radius.
+  sink          any width, matrix-free: from a quine (the fixed-point solver's at that width and
+                seed, or --pretrained=NAME), Adam on rho(theta) + mu * sink(theta), where sink is
+                Randazzo et al.'s noisy-regeneration loss: perturb theta by relative noise
+                `noise_scale`, regenerate `sink_generations` times, and take the squared distance
+                to theta over the perturbation's, ||R^k(theta + delta) - theta||^2 / ||delta||^2
+                (for an exact quine and small delta, ||J^k xi||^2 for a random unit xi: a
+                Hutchinson estimate of ||J^k||_F^2 / N). Fresh noise every step.
 
   python scripts/fertility_survey.py --experiment=fixed_points --widths=4,6,8 \
       --activations=selu/linear,tanh/linear,sin/linear --seeds=0,1,2 --output=/tmp/fp.jsonl
   python scripts/fertility_survey.py --experiment=penalty --widths=4,6 --mus=0,0.1,1,10 \
       --activations=sin/linear,tanh/linear --seeds=0,1 --output=/tmp/penalty.jsonl
+  python scripts/fertility_survey.py --experiment=sink --pretrained=fixed_point_w100_s0 \
+      --mus=0,0.01,0.1,1 --steps=300 --output=/tmp/sink_w100.jsonl
 """
 
 import itertools
@@ -27,19 +36,32 @@ import scipy.optimize
 import tensorflow as tf
 
 from models import build_quine
+from models import load_pretrained
 from models import linearization
 from models import stability
 from models.config import ModelConfig
 from trainers import fixed_point
 
-_EXPERIMENT = flags.DEFINE_enum('experiment', 'fixed_points', ['fixed_points', 'penalty'],
+_EXPERIMENT = flags.DEFINE_enum('experiment', 'fixed_points', ['fixed_points', 'penalty', 'sink'],
                                 'Which experiment.')
 _WIDTHS = flags.DEFINE_list('widths', ['4', '6', '8'], 'Hidden widths.')
 _ACTIVATIONS = flags.DEFINE_list('activations', ['selu/linear', 'tanh/linear', 'sin/linear'],
                                  'hidden/output activation pairs.')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1'], 'init_seed = projection_seed of each run.')
 _MUS = flags.DEFINE_list('mus', ['0', '0.1', '1', '10'], 'Penalty weights (penalty).')
-_STEPS = flags.DEFINE_integer('steps', 80, 'Solver steps (fixed_points) or L-BFGS iterations.')
+_STEPS = flags.DEFINE_integer('steps', 80, 'Solver steps (fixed_points), L-BFGS iterations '
+                              '(penalty) or Adam steps (sink).')
+_PRETRAINED = flags.DEFINE_string(
+    'pretrained', None, 'sink: start from this pretrained vanilla quine instead of solving one '
+    '(then --widths, --activations and --seeds are ignored).')
+_SINK_GENERATIONS = flags.DEFINE_integer('sink_generations', 2,
+                                         'sink: regenerations k of each perturbed copy.')
+_NOISE_SCALE = flags.DEFINE_float('noise_scale', 0.02, 'sink: ||delta|| / ||theta||.')
+_SOLVER_STEPS = flags.DEFINE_integer('solver_steps', 160,
+                                     'sink: fixed-point solver steps of the starting quine.')
+_PROBES = flags.DEFINE_integer('probes', 2, 'sink: perturbed copies per step.')
+_LEARNING_RATE = flags.DEFINE_float(
+    'learning_rate', 1e-3, 'sink: Adam step relative to the weight RMS (cosine decay to 0).')
 _OUTPUT = flags.DEFINE_string('output', None, 'JSON lines file.')
 _PLOT = flags.DEFINE_string('plot', None, 'PNG: spectral radius against rho.')
 
@@ -53,11 +75,11 @@ def _config(pair, width, seed):
                      projection_seed=seed)
 
 
-def _fixed_point(config):
+def _fixed_point(config, steps):
   model = build_quine(config)
   solver = fixed_point.SolverConfig(dtype='float64', smoothing_schedule=_SMOOTHING,
                                     search_steps=40, stage_steps=10, cg_iterations=80)
-  fixed_point.solve(model, max_steps=_STEPS.value, target_rho=1e-13, config=solver)
+  fixed_point.solve(model, max_steps=steps, target_rho=1e-13, config=solver)
   return model
 
 
@@ -88,6 +110,43 @@ def _penalty(config, mu):
   result = scipy.optimize.minimize(fun, x0, jac=True, method='L-BFGS-B',
                                    options={'maxiter': _STEPS.value})
   model.assign_flat(tf.constant(result.x, tf.float32))
+  return model
+
+
+def _sink(model, mu, seed):
+  """Adam on log(rho) + mu * log(sink) from the model's weights (float32); returns the model, updated."""
+  forward = linearization.make_forward(model, tf.float32)
+  theta0 = model.flatten()
+  theta = tf.Variable(theta0)
+  rms = float(tf.sqrt(tf.reduce_mean(theta0 ** 2)))
+  steps = _STEPS.value
+  schedule = tf.keras.optimizers.schedules.CosineDecay(_LEARNING_RATE.value * rms, steps)
+  optimizer = tf.keras.optimizers.Adam(schedule)
+  generator = tf.random.Generator.from_seed(seed)
+  k, scale, probes = _SINK_GENERATIONS.value, _NOISE_SCALE.value, _PROBES.value
+
+  @tf.function
+  def step():
+    with tf.GradientTape() as tape:
+      norm2 = tf.reduce_sum(theta ** 2)
+      rho = tf.reduce_sum((forward(theta) - theta) ** 2) / norm2
+      xi = generator.normal([probes, model.num_weights])
+      delta = xi * (scale * tf.sqrt(norm2) / tf.norm(xi, axis=1, keepdims=True))
+      sink = 0.0
+      for p in range(probes):
+        child = theta + delta[p]
+        for _ in range(k):
+          child = forward(child)
+        sink += tf.reduce_sum((child - theta) ** 2) / (scale ** 2 * norm2) / probes
+      loss = tf.math.log(rho) + mu * tf.math.log(sink) if mu else tf.math.log(rho)
+    optimizer.apply_gradients([(tape.gradient(loss, theta), theta)])
+    return rho, sink
+
+  for i in range(steps):
+    rho, sink = step()
+    if i % max(1, steps // 10) == 0 or i == steps - 1:
+      print(f'  mu {mu:g} step {i}: rho {float(rho):.3e}, sink {float(sink):.3e}', flush=True)
+  model.assign_flat(theta.read_value())
   return model
 
 
@@ -132,16 +191,35 @@ def _plot(rows, path):
 def main(argv):
   del argv
   rows = []
+  if _EXPERIMENT.value == 'sink' and _PRETRAINED.value:
+    name = _PRETRAINED.value
+    for mu in (float(m) for m in _MUS.value):
+      model = load_pretrained(name)
+      rows.append(_measure(_sink(model, mu, 0), activations=name, width=model.config.width,
+                           seed=0, mu=mu))
+    _write(rows)
+    return
   grid = itertools.product(_ACTIVATIONS.value, [int(w) for w in _WIDTHS.value],
                            [int(s) for s in _SEEDS.value])
   for pair, width, seed in grid:
     config = _config(pair, width, seed)
     if _EXPERIMENT.value == 'fixed_points':
-      rows.append(_measure(_fixed_point(config), activations=pair, width=width, seed=seed))
+      rows.append(_measure(_fixed_point(config, _STEPS.value), activations=pair, width=width, seed=seed))
+    elif _EXPERIMENT.value == 'sink':
+      start = _fixed_point(config, _SOLVER_STEPS.value).flatten()
+      for mu in (float(m) for m in _MUS.value):
+        model = build_quine(config)
+        model.assign_flat(start)
+        rows.append(_measure(_sink(model, mu, seed), activations=pair, width=width, seed=seed,
+                             mu=mu))
     else:
       for mu in (float(m) for m in _MUS.value):
         rows.append(_measure(_penalty(config, mu), activations=pair, width=width, seed=seed,
                              mu=mu))
+  _write(rows)
+
+
+def _write(rows):
   if _OUTPUT.value:
     with open(_OUTPUT.value, 'w') as f:
       f.writelines(json.dumps(r) + '\n' for r in rows)
