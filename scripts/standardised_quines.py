@@ -1,0 +1,237 @@
+r"""Contracting quines at tiny widths: weight-standardised hidden kernels and a tanh output.
+
+A prototype of an architecture variant that is not (yet) one of `models.architecture`'s: the
+zoo's vanilla quine (coordinate -> fixed projection -> 2 hidden layers -> 1 output, no biases) with
+two changes that break the homogeneity which pins the paper architecture's stretch along theta at
+~3 (docs/QUINES.md):
+
+  h1 = act(gain * p_c @ S(W1)),  h2 = act(gain * h1 @ S(W2)),  f_theta(c) = tanh(h2 @ v),
+  S(W) = W / (rms(W) * sqrt(fan_in))   (parameter-free weight standardisation)
+
+theta = (W1, W2, v), all replicated; S has no parameters and the projection rows p_c are the zoo's
+(`models.generator`, std 1/sqrt(width) by default). f does not change when W1 or W2 is rescaled,
+so J theta only sees v's scale, and tanh is concave: the stretch along theta is below 1 at any
+weight size, not only in tanh's flat tails.
+
+For each hidden activation, gain and seed: Levenberg-Marquardt on r = (f(theta) - theta) / ||theta||
+(rho = ||r||^2; float64, dense Jacobian, so tiny widths only) from theta ~ N(0, init_std^2), then:
+the spectral radius of J = d f_theta(C) / d theta (dense eigenvalues), the stretch u.Ju along
+u = theta / ||theta||, the weight RMS, the fraction of weights within 1% of tanh's bounds, the
+fertile generations (of `generations`, float32: consecutive descendants with rho <= 1e-3) and the
+noise test (`perturbations` copies at relative noise `noise`, `noise_generations` float32
+regenerations each; returned when within 1e-3 of theta relative to ||theta||). One JSON line per
+run; --plot draws the spectrum and lineage of the exact fixed point with the smallest radius.
+A run is a contracting quine when it is an exact fixed point (rho <= 1e-20, weight RMS > 0.01)
+whose spectral radius is below 1: the spectrum describes the map at theta, and says what the
+lineage does only at a fixed point.
+
+  python scripts/standardised_quines.py --widths=4,5 --activations=tanh,selu --gains=1 \
+      --seeds=20 --output=/tmp/standardised.jsonl --plot=docs/img/standardised_w4.png
+"""
+
+import itertools
+import json
+import math
+
+from absl import app
+from absl import flags
+import numpy as np
+import torch
+
+from models import generator
+
+_WIDTHS = flags.DEFINE_list('widths', ['4'], 'Hidden widths (N = 2 width^2 + width).')
+_ACTIVATIONS = flags.DEFINE_list('activations', ['tanh', 'selu'], 'Hidden activations.')
+_GAINS = flags.DEFINE_list('gains', ['1'], 'Pre-activation gains of the standardised layers.')
+_SEEDS = flags.DEFINE_integer('seeds', 20, 'Seeds 0..seeds-1 (projection and start).')
+_SEED_LIST = flags.DEFINE_list('seed_list', None, 'Explicit seeds (instead of --seeds).')
+_STEPS = flags.DEFINE_integer('steps', 300, 'Levenberg-Marquardt steps.')
+_INIT_STD = flags.DEFINE_float('init_std', 0.5, 'Standard deviation of the starting weights.')
+_PROJECTION_STD = flags.DEFINE_float('projection_std', None,
+                                     'Projection entries std (default 1/sqrt(width)).')
+_GENERATIONS = flags.DEFINE_integer('generations', 300, 'Longest lineage regenerated.')
+_PERTURBATIONS = flags.DEFINE_integer('perturbations', 10, 'Noise test: perturbed copies.')
+_NOISE = flags.DEFINE_float('noise', 0.02, 'Noise test: ||delta|| / ||theta||.')
+_NOISE_GENERATIONS = flags.DEFINE_integer('noise_generations', 100,
+                                          'Noise test: regenerations of each copy.')
+_OUTPUT = flags.DEFINE_string('output', None, 'JSON lines file.')
+_PLOT = flags.DEFINE_string('plot', None, 'PNG: spectrum and lineage of the most contracting quine.')
+
+QUINE_RHO = 1e-3
+EXACT_RHO = 1e-20  # a fixed point to float64 precision (the solver's target is 1e-26)
+_ACTS = {'tanh': torch.tanh, 'selu': torch.nn.functional.selu, 'sin': torch.sin}
+
+
+class StandardisedQuine:
+  """The variant's regeneration map theta [N] -> f_theta(C) [N] in torch, any float dtype."""
+
+  def __init__(self, width, activation='tanh', gain=1.0, seed=0, projection_std=None):
+    self.width, self.gain = width, float(gain)
+    self.act = _ACTS[activation]
+    self.num_weights = 2 * width * width + width
+    std = projection_std or 1.0 / math.sqrt(width)
+    self.rows = torch.from_numpy(generator.projection_rows(
+        seed, np.arange(self.num_weights), width, std).astype(np.float64))
+
+  def _standardise(self, w):
+    return self.gain * w / (w.pow(2).mean().sqrt() * math.sqrt(w.shape[0]))
+
+  def __call__(self, theta):
+    d = self.width
+    w1 = theta[:d * d].reshape(d, d)
+    w2 = theta[d * d:2 * d * d].reshape(d, d)
+    v = theta[2 * d * d:].reshape(d, 1)
+    h = self.act(self.rows.to(theta.dtype) @ self._standardise(w1))
+    h = self.act(h @ self._standardise(w2))
+    return torch.tanh(h @ v)[:, 0]
+
+
+def rho(f, theta):
+  r = f(theta) - theta
+  return float((r @ r) / (theta @ theta))
+
+
+def solve(f, theta, steps, damping=1e-2, target=1e-26):
+  """Levenberg-Marquardt on (f(theta) - theta) / ||theta|| with a dense Jacobian (float64)."""
+  def residual(t):
+    return (f(t) - t) / t.norm()
+  eye = torch.eye(theta.numel(), dtype=theta.dtype)
+  r = residual(theta)
+  value = float(r @ r)
+  for _ in range(steps):
+    jac = torch.func.jacfwd(residual)(theta)
+    jtj, grad = jac.T @ jac, jac.T @ r
+    scale = jtj.diagonal().mean()
+    while True:
+      trial = theta + torch.linalg.solve(jtj + damping * scale * eye, -grad)
+      r_trial = residual(trial)
+      if float(r_trial @ r_trial) < value:
+        theta, r, value = trial, r_trial, float(r_trial @ r_trial)
+        damping = max(damping / 3, 1e-15)
+        break
+      damping *= 4
+      if damping > 1e10:
+        return theta
+    if value < target:
+      break
+  return theta
+
+
+def lineage(f32, theta, generations):
+  """rho of theta and of each float32 descendant up to `generations`, stopping after the first
+  that is not a quine (or not finite)."""
+  rhos, t = [], theta
+  for _ in range(generations + 1):
+    value = rho(f32, t)
+    if not math.isfinite(value) or value > QUINE_RHO:
+      rhos.append(value if math.isfinite(value) else None)
+      break
+    rhos.append(value)
+    t = f32(t)
+  return rhos
+
+
+def noise_test(f32, theta, count, noise, generations, seed=0):
+  """How many perturbed copies return to theta; and each copy's distance per generation."""
+  g = torch.Generator().manual_seed(seed)
+  norm = float(theta.norm())
+  returned, curves = 0, []
+  for _ in range(count):
+    xi = torch.randn(theta.numel(), generator=g, dtype=torch.float64).to(theta.dtype)
+    t = theta + noise * norm * xi / xi.norm()
+    curve = []
+    for _ in range(generations):
+      t = f32(t)
+      curve.append(float((t - theta).norm()) / norm if torch.isfinite(t).all() else math.inf)
+    curves.append(curve)
+    returned += curve[-1] <= QUINE_RHO
+  return returned, curves
+
+
+def run(width, activation, gain, seed, steps=300, init_std=0.5, projection_std=None,
+        generations=300, perturbations=10, noise=0.02, noise_generations=100):
+  """One search: the solution's numbers (a dict, also printed) and what the plot needs."""
+  f = StandardisedQuine(width, activation, gain, seed, projection_std)
+  g = torch.Generator().manual_seed(seed)
+  start = torch.randn(f.num_weights, generator=g, dtype=torch.float64) * init_std
+  theta = solve(f, start, steps)
+  eig = torch.linalg.eigvals(torch.func.jacfwd(f)(theta)).numpy()
+  u = theta / theta.norm()
+  stretch = float(u @ torch.func.jvp(f, (theta,), (u,))[1])
+  theta32 = theta.float()
+  f32 = lambda t: f(t.float())  # pylint: disable=unnecessary-lambda-assignment
+  rhos = lineage(f32, theta32, generations)
+  fertile = sum(1 for r in rhos[1:] if r is not None and r <= QUINE_RHO)
+  returned, curves = noise_test(f32, theta32, perturbations, noise, noise_generations, seed)
+  row = dict(width=width, n=f.num_weights, activation=activation, gain=gain, seed=seed,
+             rho=rho(f, theta), rho_float32=rho(f32, theta32),
+             weight_rms=float(theta.pow(2).mean().sqrt()),
+             near_bounds=float((theta.abs() >= 0.99).double().mean()),
+             spectral_radius=float(np.abs(eig).max()), stretch_theta=stretch,
+             fertile_generations=fertile, lineage_generations_tried=generations,
+             noise=noise, noise_returned=int(returned), perturbations=perturbations)
+  # The spectrum describes the map at theta; it says what the lineage does only at a fixed point.
+  row['exact'] = bool(row['rho'] <= EXACT_RHO and row['weight_rms'] > 0.01)
+  row['contracting_quine'] = bool(row['exact'] and row['spectral_radius'] < 1)
+  print(json.dumps(row), flush=True)
+  return row, dict(eigenvalues=eig, rhos=rhos, curves=curves)
+
+
+def plot(row, extra, path):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
+  eig = extra['eigenvalues']
+  circle = np.exp(1j * np.linspace(0, 2 * np.pi, 200))
+  ax1.plot(circle.real, circle.imag, 'k--', lw=0.8, label='unit circle')
+  ax1.scatter(eig.real, eig.imag, s=12, label=f'eigenvalues of J (radius '
+              f'{row["spectral_radius"]:.3f})')
+  ax1.set_aspect('equal')
+  ax1.set_xlabel('Re')
+  ax1.set_ylabel('Im')
+  ax1.legend(fontsize=7, loc='lower left')
+  ax1.set_title(f'width {row["width"]} (N = {row["n"]}), {row["activation"]} hidden, '
+                f'seed {row["seed"]}', fontsize=9)
+  gens = np.arange(len(extra['rhos']))
+  ax2.semilogy(gens, [max(r or 1e300, 1e-32) for r in extra['rhos']], label='rho of generation g')
+  for i, curve in enumerate(extra['curves']):
+    ax2.semilogy(np.arange(1, len(curve) + 1), np.maximum(curve, 1e-32), color='C1', lw=0.6,
+                 alpha=0.7, label=f'{row["noise"]:.0%} perturbed copies: distance' if i == 0 else None)
+  ax2.axhline(QUINE_RHO, color='k', ls=':', lw=0.8)
+  ax2.set_xlabel('generation')
+  ax2.set_title(f'lineage (float32): {row["fertile_generations"]}/{row["lineage_generations_tried"]}'
+                f' fertile; {row["noise_returned"]}/{row["perturbations"]} copies return', fontsize=9)
+  ax2.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
+def main(argv):
+  del argv
+  torch.set_num_threads(1)
+  seeds = ([int(s) for s in _SEED_LIST.value] if _SEED_LIST.value else range(_SEEDS.value))
+  results = []
+  for width, act, gain, seed in itertools.product([int(w) for w in _WIDTHS.value],
+                                                  _ACTIVATIONS.value,
+                                                  [float(x) for x in _GAINS.value], seeds):
+    results.append(run(width, act, gain, seed, _STEPS.value, _INIT_STD.value,
+                       _PROJECTION_STD.value, _GENERATIONS.value, _PERTURBATIONS.value,
+                       _NOISE.value, _NOISE_GENERATIONS.value))
+  rows = [r for r, _ in results]
+  quines = [r for r in rows if r['rho'] <= QUINE_RHO and r['weight_rms'] > 0.01]
+  exact = [r for r in quines if r['exact']]
+  contracting = [r for r in exact if r['contracting_quine']]
+  print(f'{len(rows)} runs, {len(quines)} non-trivial quines (rho <= 1e-3), {len(exact)} exact '
+        f'(rho <= {EXACT_RHO:g}), {len(contracting)} of them contracting', flush=True)
+  if _OUTPUT.value:
+    with open(_OUTPUT.value, 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in rows)
+  if _PLOT.value and quines:
+    best = min(range(len(rows)), key=lambda i: (not rows[i]['exact'], rows[i] not in quines,
+                                                 rows[i]['spectral_radius']))
+    plot(*results[best], _PLOT.value)
+
+
+if __name__ == '__main__':
+  app.run(main)
