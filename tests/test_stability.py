@@ -34,6 +34,11 @@ class SpectrumTest(tf.test.TestCase):
     self.assertAllClose(got, want, rtol=1e-5)
     self.assertAllClose(stability.largest_singular_value(jacobian), np.linalg.norm(dense, 2),
                         rtol=1e-5)
+    # Hutchinson's estimate of the bulk radius against the exact sqrt(||J||_F^2 / N).
+    exact = np.sqrt(np.sum(dense ** 2) / 78)
+    self.assertAllClose(stability.frobenius_radius(jacobian, probes=400), exact, rtol=0.05)
+    self.assertNotAllClose(stability.frobenius_radius(jacobian, probes=400), 1.2 * exact,
+                           rtol=0.05)
 
   def test_unstable_quine_is_reported_with_its_lineage_and_noise(self):
     # The width-4 sin quine (rho ~1e-16 after 17 LM steps) has spectral radius ~2.2: float32

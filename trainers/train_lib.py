@@ -351,8 +351,8 @@ class _Summaries:
 
   def write_stability(self, phase, result, png):
     with self._writer.as_default(step=phase):
-      for key in ('spectral_radius', 'largest_singular_value', 'rayleigh_theta',
-                  'fertile_generations'):
+      for key in ('spectral_radius', 'largest_singular_value', 'frobenius_radius',
+                  'rayleigh_theta', 'fertile_generations'):
         tf.summary.scalar(f'stability/{key}', float(result[key]))
       tf.summary.scalar('stability/noise_returned', float(result['noise']['returned']))
       tf.summary.image('spectrum', plots.png_to_summary_image(png))
