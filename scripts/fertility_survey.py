@@ -16,7 +16,9 @@ Three experiments, each printing one JSON line per run and writing a plot:
                 `noise_scale`, regenerate `sink_generations` times, and take the squared distance
                 to theta over the perturbation's, ||R^k(theta + delta) - theta||^2 / ||delta||^2
                 (for an exact quine and small delta, ||J^k xi||^2 for a random unit xi: a
-                Hutchinson estimate of ||J^k||_F^2 / N). Fresh noise every step.
+                Hutchinson estimate of ||J^k||_F^2 / N). Fresh noise every step. With
+                --sink_generations=0 the term is that linear estimate itself, ||J xi||^2 / ||xi||^2
+                by a Jacobian-vector product (Bai, Koltun and Kolter's Jacobian regulariser).
 
   python scripts/fertility_survey.py --experiment=fixed_points --widths=4,6,8 \
       --activations=selu/linear,tanh/linear,sin/linear --seeds=0,1,2 --output=/tmp/fp.jsonl
@@ -54,8 +56,10 @@ _STEPS = flags.DEFINE_integer('steps', 80, 'Solver steps (fixed_points), L-BFGS 
 _PRETRAINED = flags.DEFINE_string(
     'pretrained', None, 'sink: start from this pretrained vanilla quine instead of solving one '
     '(then --widths, --activations and --seeds are ignored).')
-_SINK_GENERATIONS = flags.DEFINE_integer('sink_generations', 2,
-                                         'sink: regenerations k of each perturbed copy.')
+_SINK_GENERATIONS = flags.DEFINE_integer(
+    'sink_generations', 2, 'sink: regenerations k of each perturbed copy; 0: the linear limit, '
+    '||J xi||^2 / ||xi||^2 by a Jacobian-vector product (a Hutchinson estimate of '
+    '||J||_F^2 / N, the squared bulk radius, as in Jacobian-regularised equilibrium models).')
 _NOISE_SCALE = flags.DEFINE_float('noise_scale', 0.02, 'sink: ||delta|| / ||theta||.')
 _SOLVER_STEPS = flags.DEFINE_integer('solver_steps', 160,
                                      'sink: fixed-point solver steps of the starting quine.')
@@ -63,6 +67,8 @@ _PROBES = flags.DEFINE_integer('probes', 2, 'sink: perturbed copies per step.')
 _LEARNING_RATE = flags.DEFINE_float(
     'learning_rate', 1e-3, 'sink: Adam step relative to the weight RMS (cosine decay to 0).')
 _OUTPUT = flags.DEFINE_string('output', None, 'JSON lines file.')
+_REPLOT = flags.DEFINE_list('replot', None, 'Run nothing: plot the rows of these JSON lines files '
+                            '(earlier --output files, e.g. one per width) into --plot.')
 _PLOT = flags.DEFINE_string('plot', None, 'PNG: spectral radius against rho.')
 
 _SMOOTHING = (0.3, 0.1, 0.03, 0.01, 0.003, 0.0)  # tiny quines' kinks need wide smoothing
@@ -134,6 +140,12 @@ def _sink(model, mu, seed):
       delta = xi * (scale * tf.sqrt(norm2) / tf.norm(xi, axis=1, keepdims=True))
       sink = 0.0
       for p in range(probes):
+        if k == 0:  # Hutchinson: ||J xi||^2 / ||xi||^2, the linear limit (an estimate of the bulk^2)
+          with tf.autodiff.ForwardAccumulator(theta, delta[p]) as accumulator:
+            predictions = forward(theta)
+          sink += (tf.reduce_sum(accumulator.jvp(predictions) ** 2)
+                   / tf.reduce_sum(delta[p] ** 2) / probes)
+          continue
         child = theta + delta[p]
         for _ in range(k):
           child = forward(child)
@@ -158,6 +170,7 @@ def _measure(model, **fields):
              weight_rms=float(np.sqrt(np.mean(theta ** 2))),
              spectral_radius=report['spectral_radius'],
              largest_singular_value=report['largest_singular_value'],
+             frobenius_radius=report['frobenius_radius'],
              rayleigh_theta=report['rayleigh_theta'],
              fertile_generations=report['fertile_generations'],
              noise_returned=report['noise']['returned'])
@@ -170,19 +183,29 @@ def _plot(rows, path):
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(6.5, 4.5))
-  keys = sorted({(r['activations'], r['width']) for r in rows})
+  def key_of(r):
+    return r['activations'], r['width'], r.get('sink_generations', -1)
+
+  keys = sorted({key_of(r) for r in rows}, key=lambda k: (k[1], k[0], k[2]))
   for i, key in enumerate(keys):
-    sel = [r for r in rows if (r['activations'], r['width']) == key]
-    ax.scatter([max(r['rho'], 1e-16) for r in sel], [r['spectral_radius'] for r in sel],
-               color=f'C{i % 10}', marker='os^vD'[key[1] % 5], label=f'{key[0]}, width {key[1]}')
+    sel = [r for r in rows if key_of(r) == key]
+    label = f'{key[0]}, width {key[1]}'
+    if key[2] >= 0:
+      label += ', Hutchinson ||J xi||^2' if key[2] == 0 else f', sink k = {key[2]}'
+    xs = [max(r['rho'], 1e-16) for r in sel]
+    ys = [r['spectral_radius'] for r in sel]
+    ax.scatter(xs, ys, color=f'C{i % 10}', marker='os^vD'[i % 5], label=label)
+    for r, x, y in zip(sel, xs, ys):
+      if 'mu' in r:
+        ax.annotate(f'{r["mu"]:g}', (x, y), fontsize=6, xytext=(3, 3), textcoords='offset points')
   ax.axhline(1.0, color='k', ls='--', lw=0.8)
   ax.axvline(stability.QUINE_RHO, color='k', ls=':', lw=0.8)
   ax.set_xscale('log')
   ax.set_yscale('log')
   ax.set_xlabel('rho (1 = prints zeros)')
   ax.set_ylabel('spectral radius of J')
-  ax.set_title(f'{_EXPERIMENT.value}: a fertile quine sits left of rho = 1e-3 and below 1',
-               fontsize=9)
+  ax.set_title(f'{_EXPERIMENT.value}: a fertile quine sits left of rho = 1e-3 and below 1'
+               + (' (labels: mu)' if any('mu' in r for r in rows) else ''), fontsize=9)
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -191,12 +214,18 @@ def _plot(rows, path):
 def main(argv):
   del argv
   rows = []
+  if _REPLOT.value:
+    for path in _REPLOT.value:
+      with open(path) as f:
+        rows.extend(json.loads(line) for line in f if line.strip())
+    _plot(rows, _PLOT.value)
+    return
   if _EXPERIMENT.value == 'sink' and _PRETRAINED.value:
     name = _PRETRAINED.value
     for mu in (float(m) for m in _MUS.value):
       model = load_pretrained(name)
       rows.append(_measure(_sink(model, mu, 0), activations=name, width=model.config.width,
-                           seed=0, mu=mu))
+                           seed=0, mu=mu, sink_generations=_SINK_GENERATIONS.value))
     _write(rows)
     return
   grid = itertools.product(_ACTIVATIONS.value, [int(w) for w in _WIDTHS.value],
@@ -211,7 +240,7 @@ def main(argv):
         model = build_quine(config)
         model.assign_flat(start)
         rows.append(_measure(_sink(model, mu, seed), activations=pair, width=width, seed=seed,
-                             mu=mu))
+                             mu=mu, sink_generations=_SINK_GENERATIONS.value))
     else:
       for mu in (float(m) for m in _MUS.value):
         rows.append(_measure(_penalty(config, mu), activations=pair, width=width, seed=seed,
