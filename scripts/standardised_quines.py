@@ -1,4 +1,5 @@
-r"""Contracting quines at tiny widths: weight-standardised hidden kernels and a tanh output.
+r"""Contracting quines at tiny widths (and the same variant at the paper's size): weight-standardised
+hidden kernels and a tanh output.
 
 A prototype of an architecture variant that is not (yet) one of `models.architecture`'s: the
 zoo's vanilla quine (coordinate -> fixed projection -> 2 hidden layers -> 1 output, no biases) with
@@ -14,8 +15,11 @@ so J theta only sees v's scale, and tanh is concave: the stretch along theta is 
 weight size, not only in tanh's flat tails.
 
 For each hidden activation, gain and seed: Levenberg-Marquardt on r = (f(theta) - theta) / ||theta||
-(rho = ||r||^2; float64, dense Jacobian, so tiny widths only) from theta ~ N(0, init_std^2), then:
-the spectral radius of J = d f_theta(C) / d theta (dense eigenvalues), the stretch u.Ju along
+(rho = ||r||^2; float64, dense Jacobian, so tiny widths only) from theta ~ N(0, init_std^2), or
+with --solver=adam, matrix-free at any width, Adam on log(rho) + mu log(||J xi||^2 / ||xi||^2);
+then: the spectral radius of J = d f_theta(C) / d theta (dense eigenvalues; ARPACK's outer six
+with --solver=adam) and its bulk estimate
+sqrt(||J||_F^2 / N) (`models.stability.frobenius_radius`), the stretch u.Ju along
 u = theta / ||theta||, the weight RMS, the fraction of weights within 1% of tanh's bounds, the
 fertile generations (of `generations`, float32: consecutive descendants with rho <= 1e-3) and the
 noise test (`perturbations` copies at relative noise `noise`, `noise_generations` float32
@@ -27,6 +31,9 @@ lineage does only at a fixed point.
 
   python scripts/standardised_quines.py --widths=4,5 --activations=tanh,selu --gains=1 \
       --seeds=20 --output=/tmp/standardised.jsonl --plot=docs/img/standardised_w4.png
+  python scripts/standardised_quines.py --bulk --widths=10,30,100 --activations=tanh
+  python scripts/standardised_quines.py --solver=adam --widths=100 --activations=tanh \
+      --seed_list=0 --steps=1500 --mu=0
 """
 
 import itertools
@@ -36,6 +43,7 @@ import math
 from absl import app
 from absl import flags
 import numpy as np
+import scipy.sparse.linalg as sla
 import torch
 
 from models import generator
@@ -45,8 +53,12 @@ _ACTIVATIONS = flags.DEFINE_list('activations', ['tanh', 'selu'], 'Hidden activa
 _GAINS = flags.DEFINE_list('gains', ['1'], 'Pre-activation gains of the standardised layers.')
 _SEEDS = flags.DEFINE_integer('seeds', 20, 'Seeds 0..seeds-1 (projection and start).')
 _SEED_LIST = flags.DEFINE_list('seed_list', None, 'Explicit seeds (instead of --seeds).')
-_STEPS = flags.DEFINE_integer('steps', 300, 'Levenberg-Marquardt steps.')
+_STEPS = flags.DEFINE_integer('steps', 300, 'Levenberg-Marquardt (or Adam) steps.')
 _INIT_STD = flags.DEFINE_float('init_std', 0.5, 'Standard deviation of the starting weights.')
+_SOLVER = flags.DEFINE_enum('solver', 'lm', ['lm', 'adam'], 'lm: dense Levenberg-Marquardt '
+                            '(tiny widths); adam: matrix-free, any width.')
+_MU = flags.DEFINE_float('mu', 0.0, 'adam: weight of the bulk term log(||J xi||^2 / ||xi||^2).')
+_LEARNING_RATE = flags.DEFINE_float('learning_rate', 3e-3, 'adam: initial learning rate.')
 _PROJECTION_STD = flags.DEFINE_float('projection_std', None,
                                      'Projection entries std (default 1/sqrt(width)).')
 _GENERATIONS = flags.DEFINE_integer('generations', 300, 'Longest lineage regenerated.')
@@ -54,6 +66,8 @@ _PERTURBATIONS = flags.DEFINE_integer('perturbations', 10, 'Noise test: perturbe
 _NOISE = flags.DEFINE_float('noise', 0.02, 'Noise test: ||delta|| / ||theta||.')
 _NOISE_GENERATIONS = flags.DEFINE_integer('noise_generations', 100,
                                           'Noise test: regenerations of each copy.')
+_BULK = flags.DEFINE_bool('bulk', False, 'Solve nothing: print the bulk radius sqrt(||J||_F^2/N) '
+                          'at a self-consistent random point for each width (any width).')
 _OUTPUT = flags.DEFINE_string('output', None, 'JSON lines file.')
 _PLOT = flags.DEFINE_string('plot', None, 'PNG: spectrum and lineage of the most contracting quine.')
 
@@ -72,6 +86,7 @@ class StandardisedQuine:
     std = projection_std or 1.0 / math.sqrt(width)
     self.rows = torch.from_numpy(generator.projection_rows(
         seed, np.arange(self.num_weights), width, std).astype(np.float64))
+    self._rows32 = self.rows.float()
 
   def _standardise(self, w):
     return self.gain * w / (w.pow(2).mean().sqrt() * math.sqrt(w.shape[0]))
@@ -81,7 +96,8 @@ class StandardisedQuine:
     w1 = theta[:d * d].reshape(d, d)
     w2 = theta[d * d:2 * d * d].reshape(d, d)
     v = theta[2 * d * d:].reshape(d, 1)
-    h = self.act(self.rows.to(theta.dtype) @ self._standardise(w1))
+    rows = self.rows if theta.dtype == torch.float64 else self._rows32
+    h = self.act(rows @ self._standardise(w1))
     h = self.act(h @ self._standardise(w2))
     return torch.tanh(h @ v)[:, 0]
 
@@ -117,6 +133,50 @@ def solve(f, theta, steps, damping=1e-2, target=1e-26):
   return theta
 
 
+def solve_adam(f, theta, steps, learning_rate=3e-3, mu=0.0, seed=0, log_every=0):
+  """Adam (float32, cosine decay) on log(rho) + mu * log(||J xi||^2 / ||xi||^2), matrix-free.
+
+  The second term is Hutchinson's estimate of the squared bulk radius ||J||_F^2 / N, one fresh
+  Gaussian probe xi per step (mu = 0: rho alone). For widths where the dense Jacobian is too big.
+  """
+  theta = theta.float().clone().requires_grad_(True)
+  optimizer = torch.optim.Adam([theta], lr=learning_rate)
+  schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+  g = torch.Generator().manual_seed(seed + 2)
+  for i in range(steps):
+    optimizer.zero_grad()
+    r = f(theta) - theta
+    value = (r @ r) / (theta @ theta)
+    loss = torch.log(value)
+    if mu:
+      xi = torch.randn(f.num_weights, generator=g)
+      loss = loss + mu * torch.log(torch.func.jvp(f, (theta,), (xi,))[1].pow(2).sum()
+                                   / xi.pow(2).sum())
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+    if log_every and (i % log_every == 0 or i == steps - 1):
+      print(f'  step {i}: rho {float(value):.3e}, weight RMS '
+            f'{float(theta.pow(2).mean().sqrt()):.3f}', flush=True)
+  return theta.detach().double()
+
+
+def matrix_free_spectrum(f, theta, k=6, probes=16, seed=0):
+  """(the k outer eigenvalues of J by ARPACK, the bulk radius by Hutchinson), float64."""
+  n = f.num_weights
+
+  def matvec(x):
+    x = torch.from_numpy(np.asarray(x, np.float64).reshape(-1))
+    return torch.func.jvp(f, (theta,), (x,))[1].numpy()
+
+  operator = sla.LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+  rng = np.random.default_rng(seed)
+  values = sla.eigs(operator, k=k, which='LM', v0=rng.standard_normal(n), tol=1e-6,
+                    maxiter=20 * n, return_eigenvectors=False)
+  total = sum(float(np.sum(matvec(rng.choice([-1.0, 1.0], size=n)) ** 2)) for _ in range(probes))
+  return values, math.sqrt(total / probes / n)
+
+
 def lineage(f32, theta, generations):
   """rho of theta and of each float32 descendant up to `generations`, stopping after the first
   that is not a quine (or not finite)."""
@@ -149,13 +209,24 @@ def noise_test(f32, theta, count, noise, generations, seed=0):
 
 
 def run(width, activation, gain, seed, steps=300, init_std=0.5, projection_std=None,
-        generations=300, perturbations=10, noise=0.02, noise_generations=100):
-  """One search: the solution's numbers (a dict, also printed) and what the plot needs."""
+        generations=300, perturbations=10, noise=0.02, noise_generations=100, solver='lm',
+        mu=0.0, learning_rate=3e-3):
+  """One search: the solution's numbers (a dict, also printed) and what the plot needs.
+
+  solver 'lm': dense Levenberg-Marquardt and the dense spectrum (tiny widths); 'adam':
+  `solve_adam` and `matrix_free_spectrum` (any width; eigenvalues are then the outer six).
+  """
   f = StandardisedQuine(width, activation, gain, seed, projection_std)
   g = torch.Generator().manual_seed(seed)
   start = torch.randn(f.num_weights, generator=g, dtype=torch.float64) * init_std
-  theta = solve(f, start, steps)
-  eig = torch.linalg.eigvals(torch.func.jacfwd(f)(theta)).numpy()
+  if solver == 'lm':
+    theta = solve(f, start, steps)
+    jac = torch.func.jacfwd(f)(theta)
+    eig = torch.linalg.eigvals(jac).numpy()
+    bulk = float(jac.pow(2).mean().sqrt() * math.sqrt(f.num_weights))
+  else:
+    theta = solve_adam(f, start, steps, learning_rate, mu, seed, log_every=max(1, steps // 10))
+    eig, bulk = matrix_free_spectrum(f, theta, seed=seed)
   u = theta / theta.norm()
   stretch = float(u @ torch.func.jvp(f, (theta,), (u,))[1])
   theta32 = theta.float()
@@ -167,7 +238,9 @@ def run(width, activation, gain, seed, steps=300, init_std=0.5, projection_std=N
              rho=rho(f, theta), rho_float32=rho(f32, theta32),
              weight_rms=float(theta.pow(2).mean().sqrt()),
              near_bounds=float((theta.abs() >= 0.99).double().mean()),
-             spectral_radius=float(np.abs(eig).max()), stretch_theta=stretch,
+             spectral_radius=float(np.abs(eig).max()),
+             frobenius_radius=bulk, solver=solver, mu=mu,
+             stretch_theta=stretch,
              fertile_generations=fertile, lineage_generations_tried=generations,
              noise=noise, noise_returned=int(returned), perturbations=perturbations)
   # The spectrum describes the map at theta; it says what the lineage does only at a fixed point.
@@ -175,6 +248,37 @@ def run(width, activation, gain, seed, steps=300, init_std=0.5, projection_std=N
   row['contracting_quine'] = bool(row['exact'] and row['spectral_radius'] < 1)
   print(json.dumps(row), flush=True)
   return row, dict(eigenvalues=eig, rhos=rhos, curves=curves)
+
+
+def self_consistent_point(f, generator_, rounds=8):
+  """Gaussian weights, each layer then rescaled `rounds` times to the RMS f prints there."""
+  theta = torch.randn(f.num_weights, generator=generator_, dtype=torch.float64) * 0.3
+  d = f.width
+  parts = [slice(0, d * d), slice(d * d, 2 * d * d), slice(2 * d * d, f.num_weights)]
+  for _ in range(rounds):
+    out = f(theta)
+    for part in parts:
+      theta[part] *= out[part].pow(2).mean().sqrt() / theta[part].pow(2).mean().sqrt()
+  return theta
+
+
+def bulk_at_random_point(width, activation='tanh', gain=1.0, seed=0, probes=12, rounds=8):
+  """sqrt(||J||_F^2 / N) at a random point whose layers are as large as what f prints there.
+
+  Gaussian weights, then `rounds` times: each layer (W1, W2, v) rescaled to the RMS of the
+  predictions at its own coordinates. Matrix-free (Hutchinson with `probes` Gaussian vectors), so
+  any width: what the bulk of J's spectrum looks like where no fixed point has been solved for.
+  """
+  f = StandardisedQuine(width, activation, gain, seed)
+  g = torch.Generator().manual_seed(seed + 1)
+  theta = self_consistent_point(f, g, rounds)
+  total = 0.0
+  for _ in range(probes):
+    xi = torch.randn(f.num_weights, generator=g, dtype=torch.float64)
+    total += float(torch.func.jvp(f, (theta,), (xi,))[1].pow(2).sum() / xi.pow(2).sum())
+  return dict(width=width, n=f.num_weights, activation=activation, gain=gain, seed=seed,
+              rho=rho(f, theta), weight_rms=float(theta.pow(2).mean().sqrt()),
+              frobenius_radius=math.sqrt(total / probes))
 
 
 def plot(row, extra, path):
@@ -211,13 +315,19 @@ def main(argv):
   del argv
   torch.set_num_threads(1)
   seeds = ([int(s) for s in _SEED_LIST.value] if _SEED_LIST.value else range(_SEEDS.value))
+  if _BULK.value:
+    for width, act, gain in itertools.product([int(w) for w in _WIDTHS.value], _ACTIVATIONS.value,
+                                              [float(x) for x in _GAINS.value]):
+      print(json.dumps(bulk_at_random_point(width, act, gain, seeds[0])), flush=True)
+    return
   results = []
   for width, act, gain, seed in itertools.product([int(w) for w in _WIDTHS.value],
                                                   _ACTIVATIONS.value,
                                                   [float(x) for x in _GAINS.value], seeds):
     results.append(run(width, act, gain, seed, _STEPS.value, _INIT_STD.value,
                        _PROJECTION_STD.value, _GENERATIONS.value, _PERTURBATIONS.value,
-                       _NOISE.value, _NOISE_GENERATIONS.value))
+                       _NOISE.value, _NOISE_GENERATIONS.value, _SOLVER.value, _MU.value,
+                       _LEARNING_RATE.value))
   rows = [r for r, _ in results]
   quines = [r for r in rows if r['rho'] <= QUINE_RHO and r['weight_rms'] > 0.01]
   exact = [r for r in quines if r['exact']]

@@ -11,6 +11,7 @@ import os
 import sys
 
 from absl.testing import absltest
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -42,6 +43,35 @@ class StandardisedQuinesTest(absltest.TestCase):
     scaled[:32] *= 7.0  # W1 and W2
     torch.testing.assert_close(f(theta), f(scaled))
     self.assertFalse(torch.allclose(f(theta), f(theta * 2.0)))  # v's scale still counts
+
+  def test_bulk_estimate_matches_the_dense_frobenius_norm(self):
+    row = standardised_quines.bulk_at_random_point(10, probes=400)
+    f = standardised_quines.StandardisedQuine(10, 'tanh', 1.0, 0)
+    theta = standardised_quines.self_consistent_point(f, torch.Generator().manual_seed(1))
+    dense = torch.func.jacfwd(f)(theta)
+    exact = float((dense.pow(2).sum() / f.num_weights).sqrt())
+    self.assertAlmostEqual(row['frobenius_radius'], exact, delta=0.05 * exact)
+    # each layer prints about as large as it is: not collapsed, not exploded
+    self.assertBetween(row['weight_rms'], 0.01, 1.0)
+
+  def test_matrix_free_spectrum_matches_the_dense_one(self):
+    f = standardised_quines.StandardisedQuine(6, 'tanh', 1.0, 0)
+    theta = standardised_quines.self_consistent_point(f, torch.Generator().manual_seed(3))
+    dense = torch.func.jacfwd(f)(theta)
+    values, bulk = standardised_quines.matrix_free_spectrum(f, theta, probes=400)
+    want = np.sort(np.abs(np.linalg.eigvals(dense.numpy())))[::-1][:6]
+    np.testing.assert_allclose(np.sort(np.abs(values))[::-1], want, rtol=1e-5)
+    exact = float((dense.pow(2).sum() / f.num_weights).sqrt())
+    self.assertAlmostEqual(bulk, exact, delta=0.05 * exact)
+
+  def test_adam_finds_a_near_quine_at_width_10(self):
+    f = standardised_quines.StandardisedQuine(10, 'tanh', 1.0, 0)
+    start = torch.randn(f.num_weights, generator=torch.Generator().manual_seed(0),
+                        dtype=torch.float64) * 0.5
+    self.assertGreater(standardised_quines.rho(f, start), 0.5)
+    theta = standardised_quines.solve_adam(f, start, 2000)
+    self.assertLess(standardised_quines.rho(f, theta), 0.01)
+    self.assertGreater(float(theta.pow(2).mean().sqrt()), 0.1)  # not the zero quine
 
   def test_a_search_that_stalls_is_not_called_contracting(self):
     row, _ = standardised_quines.run(4, 'tanh', 1.0, 0, steps=2, generations=5, perturbations=1,
