@@ -59,6 +59,8 @@ _SOLVER = flags.DEFINE_enum('solver', 'lm', ['lm', 'adam'], 'lm: dense Levenberg
                             '(tiny widths); adam: matrix-free, any width.')
 _MU = flags.DEFINE_float('mu', 0.0, 'adam: weight of the bulk term log(||J xi||^2 / ||xi||^2).')
 _LEARNING_RATE = flags.DEFINE_float('learning_rate', 3e-3, 'adam: initial learning rate.')
+_PENALTY_STEPS = flags.DEFINE_integer(
+    'penalty_steps', 0, 'adam: if > 0, --steps on rho alone, then this many with --mu (warm start).')
 _PROJECTION_STD = flags.DEFINE_float('projection_std', None,
                                      'Projection entries std (default 1/sqrt(width)).')
 _GENERATIONS = flags.DEFINE_integer('generations', 300, 'Longest lineage regenerated.')
@@ -210,11 +212,13 @@ def noise_test(f32, theta, count, noise, generations, seed=0):
 
 def run(width, activation, gain, seed, steps=300, init_std=0.5, projection_std=None,
         generations=300, perturbations=10, noise=0.02, noise_generations=100, solver='lm',
-        mu=0.0, learning_rate=3e-3):
+        mu=0.0, learning_rate=3e-3, penalty_steps=0):
   """One search: the solution's numbers (a dict, also printed) and what the plot needs.
 
   solver 'lm': dense Levenberg-Marquardt and the dense spectrum (tiny widths); 'adam':
-  `solve_adam` and `matrix_free_spectrum` (any width; eigenvalues are then the outer six).
+  `solve_adam` and `matrix_free_spectrum` (any width; eigenvalues are then the outer six). With
+  penalty_steps > 0, Adam first runs `steps` on rho alone, then `penalty_steps` more with mu
+  (at a third of the learning rate), warm-started from that near-quine.
   """
   f = StandardisedQuine(width, activation, gain, seed, projection_std)
   g = torch.Generator().manual_seed(seed)
@@ -225,7 +229,11 @@ def run(width, activation, gain, seed, steps=300, init_std=0.5, projection_std=N
     eig = torch.linalg.eigvals(jac).numpy()
     bulk = float(jac.pow(2).mean().sqrt() * math.sqrt(f.num_weights))
   else:
-    theta = solve_adam(f, start, steps, learning_rate, mu, seed, log_every=max(1, steps // 10))
+    theta = solve_adam(f, start, steps, learning_rate, 0.0 if penalty_steps else mu, seed,
+                       log_every=max(1, steps // 10))
+    if penalty_steps:
+      theta = solve_adam(f, theta, penalty_steps, learning_rate / 3, mu, seed + 1,
+                         log_every=max(1, penalty_steps // 10))
     eig, bulk = matrix_free_spectrum(f, theta, seed=seed)
   u = theta / theta.norm()
   stretch = float(u @ torch.func.jvp(f, (theta,), (u,))[1])
@@ -239,7 +247,7 @@ def run(width, activation, gain, seed, steps=300, init_std=0.5, projection_std=N
              weight_rms=float(theta.pow(2).mean().sqrt()),
              near_bounds=float((theta.abs() >= 0.99).double().mean()),
              spectral_radius=float(np.abs(eig).max()),
-             frobenius_radius=bulk, solver=solver, mu=mu,
+             frobenius_radius=bulk, solver=solver, mu=mu, penalty_steps=penalty_steps,
              stretch_theta=stretch,
              fertile_generations=fertile, lineage_generations_tried=generations,
              noise=noise, noise_returned=int(returned), perturbations=perturbations)
@@ -327,7 +335,7 @@ def main(argv):
     results.append(run(width, act, gain, seed, _STEPS.value, _INIT_STD.value,
                        _PROJECTION_STD.value, _GENERATIONS.value, _PERTURBATIONS.value,
                        _NOISE.value, _NOISE_GENERATIONS.value, _SOLVER.value, _MU.value,
-                       _LEARNING_RATE.value))
+                       _LEARNING_RATE.value, _PENALTY_STEPS.value))
   rows = [r for r, _ in results]
   quines = [r for r in rows if r['rho'] <= QUINE_RHO and r['weight_rms'] > 0.01]
   exact = [r for r in quines if r['exact']]
