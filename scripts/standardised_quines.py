@@ -70,6 +70,8 @@ _NOISE_GENERATIONS = flags.DEFINE_integer('noise_generations', 100,
                                           'Noise test: regenerations of each copy.')
 _BULK = flags.DEFINE_bool('bulk', False, 'Solve nothing: print the bulk radius sqrt(||J||_F^2/N) '
                           'at a self-consistent random point for each width (any width).')
+_SAVE_THETA = flags.DEFINE_string('save_theta', None, 'Save each run\'s theta (float64) as '
+                                  '<this>_w<width>_<activation>_s<seed>.npy.')
 _OUTPUT = flags.DEFINE_string('output', None, 'JSON lines file.')
 _PLOT = flags.DEFINE_string('plot', None, 'PNG: spectrum and lineage of the most contracting quine.')
 
@@ -255,7 +257,7 @@ def run(width, activation, gain, seed, steps=300, init_std=0.5, projection_std=N
   row['exact'] = bool(row['rho'] <= EXACT_RHO and row['weight_rms'] > 0.01)
   row['contracting_quine'] = bool(row['exact'] and row['spectral_radius'] < 1)
   print(json.dumps(row), flush=True)
-  return row, dict(eigenvalues=eig, rhos=rhos, curves=curves)
+  return row, dict(eigenvalues=eig, rhos=rhos, curves=curves, theta=theta.numpy())
 
 
 def self_consistent_point(f, generator_, rounds=8):
@@ -337,6 +339,10 @@ def main(argv):
                        _NOISE.value, _NOISE_GENERATIONS.value, _SOLVER.value, _MU.value,
                        _LEARNING_RATE.value, _PENALTY_STEPS.value))
   rows = [r for r, _ in results]
+  if _SAVE_THETA.value:
+    for row, extra in results:
+      np.save(f'{_SAVE_THETA.value}_w{row["width"]}_{row["activation"]}_s{row["seed"]}.npy',
+              extra['theta'])
   quines = [r for r in rows if r['rho'] <= QUINE_RHO and r['weight_rms'] > 0.01]
   exact = [r for r in quines if r['exact']]
   contracting = [r for r in exact if r['contracting_quine']]
