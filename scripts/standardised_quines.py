@@ -48,9 +48,11 @@ import torch
 
 from models import generator
 
-_WIDTHS = flags.DEFINE_list('widths', ['4'], 'Hidden widths (N = 2 width^2 + width).')
+_WIDTHS = flags.DEFINE_list('widths', ['4'], 'Hidden widths.')
 _ACTIVATIONS = flags.DEFINE_list('activations', ['tanh', 'selu'], 'Hidden activations.')
 _GAINS = flags.DEFINE_list('gains', ['1'], 'Pre-activation gains of the standardised layers.')
+_DEPTHS = flags.DEFINE_list('depths', ['2'], 'Numbers of standardised hidden layers '
+                            '(N = depth width^2 + width).')
 _SEEDS = flags.DEFINE_integer('seeds', 20, 'Seeds 0..seeds-1 (projection and start).')
 _SEED_LIST = flags.DEFINE_list('seed_list', None, 'Explicit seeds (instead of --seeds).')
 _STEPS = flags.DEFINE_integer('steps', 300, 'Levenberg-Marquardt (or Adam) steps.')
@@ -71,7 +73,7 @@ _NOISE_GENERATIONS = flags.DEFINE_integer('noise_generations', 100,
 _BULK = flags.DEFINE_bool('bulk', False, 'Solve nothing: print the bulk radius sqrt(||J||_F^2/N) '
                           'at a self-consistent random point for each width (any width).')
 _SAVE_THETA = flags.DEFINE_string('save_theta', None, 'Save each run\'s theta (float64) as '
-                                  '<this>_w<width>_<activation>_s<seed>.npy.')
+                                  '<this>_w<width>[_d<depth>]_<activation>_s<seed>.npy (_d only when depth != 2).')
 _OUTPUT = flags.DEFINE_string('output', None, 'JSON lines file.')
 _PLOT = flags.DEFINE_string('plot', None, 'PNG: spectrum and lineage of the most contracting quine.')
 
@@ -83,10 +85,10 @@ _ACTS = {'tanh': torch.tanh, 'selu': torch.nn.functional.selu, 'sin': torch.sin}
 class StandardisedQuine:
   """The variant's regeneration map theta [N] -> f_theta(C) [N] in torch, any float dtype."""
 
-  def __init__(self, width, activation='tanh', gain=1.0, seed=0, projection_std=None):
-    self.width, self.gain = width, float(gain)
+  def __init__(self, width, activation='tanh', gain=1.0, seed=0, projection_std=None, depth=2):
+    self.width, self.gain, self.depth = width, float(gain), depth
     self.act = _ACTS[activation]
-    self.num_weights = 2 * width * width + width
+    self.num_weights = depth * width * width + width
     std = projection_std or 1.0 / math.sqrt(width)
     self.rows = torch.from_numpy(generator.projection_rows(
         seed, np.arange(self.num_weights), width, std).astype(np.float64))
@@ -96,14 +98,17 @@ class StandardisedQuine:
     return self.gain * w / (w.pow(2).mean().sqrt() * math.sqrt(w.shape[0]))
 
   def __call__(self, theta):
-    d = self.width
-    w1 = theta[:d * d].reshape(d, d)
-    w2 = theta[d * d:2 * d * d].reshape(d, d)
-    v = theta[2 * d * d:].reshape(d, 1)
-    rows = self.rows if theta.dtype == torch.float64 else self._rows32
-    h = self.act(rows @ self._standardise(w1))
-    h = self.act(h @ self._standardise(w2))
+    h = self.rows if theta.dtype == torch.float64 else self._rows32
+    *kernels, v = self.layers(theta)
+    for w in kernels:
+      h = self.act(h @ self._standardise(w))
     return torch.tanh(h @ v)[:, 0]
+
+  def layers(self, theta):
+    """theta's views as the hidden kernels W1..W_depth [width, width] and v [width, 1]."""
+    d, k = self.width, self.width * self.width
+    return ([theta[i * k:(i + 1) * k].reshape(d, d) for i in range(self.depth)]
+            + [theta[self.depth * k:].reshape(d, 1)])
 
 
 def rho(f, theta):
@@ -214,7 +219,7 @@ def noise_test(f32, theta, count, noise, generations, seed=0):
 
 def run(width, activation, gain, seed, steps=300, init_std=0.5, projection_std=None,
         generations=300, perturbations=10, noise=0.02, noise_generations=100, solver='lm',
-        mu=0.0, learning_rate=3e-3, penalty_steps=0):
+        mu=0.0, learning_rate=3e-3, penalty_steps=0, depth=2):
   """One search: the solution's numbers (a dict, also printed) and what the plot needs.
 
   solver 'lm': dense Levenberg-Marquardt and the dense spectrum (tiny widths); 'adam':
@@ -222,7 +227,7 @@ def run(width, activation, gain, seed, steps=300, init_std=0.5, projection_std=N
   penalty_steps > 0, Adam first runs `steps` on rho alone, then `penalty_steps` more with mu
   (at a third of the learning rate), warm-started from that near-quine.
   """
-  f = StandardisedQuine(width, activation, gain, seed, projection_std)
+  f = StandardisedQuine(width, activation, gain, seed, projection_std, depth)
   g = torch.Generator().manual_seed(seed)
   start = torch.randn(f.num_weights, generator=g, dtype=torch.float64) * init_std
   if solver == 'lm':
@@ -244,8 +249,8 @@ def run(width, activation, gain, seed, steps=300, init_std=0.5, projection_std=N
   rhos = lineage(f32, theta32, generations)
   fertile = sum(1 for r in rhos[1:] if r is not None and r <= QUINE_RHO)
   returned, curves = noise_test(f32, theta32, perturbations, noise, noise_generations, seed)
-  row = dict(width=width, n=f.num_weights, activation=activation, gain=gain, seed=seed,
-             rho=rho(f, theta), rho_float32=rho(f32, theta32),
+  row = dict(width=width, depth=depth, n=f.num_weights, activation=activation, gain=gain,
+             seed=seed, rho=rho(f, theta), rho_float32=rho(f32, theta32),
              weight_rms=float(theta.pow(2).mean().sqrt()),
              near_bounds=float((theta.abs() >= 0.99).double().mean()),
              spectral_radius=float(np.abs(eig).max()),
@@ -263,31 +268,30 @@ def run(width, activation, gain, seed, steps=300, init_std=0.5, projection_std=N
 def self_consistent_point(f, generator_, rounds=8):
   """Gaussian weights, each layer then rescaled `rounds` times to the RMS f prints there."""
   theta = torch.randn(f.num_weights, generator=generator_, dtype=torch.float64) * 0.3
-  d = f.width
-  parts = [slice(0, d * d), slice(d * d, 2 * d * d), slice(2 * d * d, f.num_weights)]
   for _ in range(rounds):
-    out = f(theta)
-    for part in parts:
-      theta[part] *= out[part].pow(2).mean().sqrt() / theta[part].pow(2).mean().sqrt()
+    out = f.layers(f(theta))
+    for layer, printed in zip(f.layers(theta), out):
+      layer *= printed.pow(2).mean().sqrt() / layer.pow(2).mean().sqrt()
   return theta
 
 
-def bulk_at_random_point(width, activation='tanh', gain=1.0, seed=0, probes=12, rounds=8):
+def bulk_at_random_point(width, activation='tanh', gain=1.0, seed=0, probes=12, rounds=8,
+                         depth=2):
   """sqrt(||J||_F^2 / N) at a random point whose layers are as large as what f prints there.
 
-  Gaussian weights, then `rounds` times: each layer (W1, W2, v) rescaled to the RMS of the
+  Gaussian weights, then `rounds` times: each layer (W1, ..., v) rescaled to the RMS of the
   predictions at its own coordinates. Matrix-free (Hutchinson with `probes` Gaussian vectors), so
   any width: what the bulk of J's spectrum looks like where no fixed point has been solved for.
   """
-  f = StandardisedQuine(width, activation, gain, seed)
+  f = StandardisedQuine(width, activation, gain, seed, depth=depth)
   g = torch.Generator().manual_seed(seed + 1)
   theta = self_consistent_point(f, g, rounds)
   total = 0.0
   for _ in range(probes):
     xi = torch.randn(f.num_weights, generator=g, dtype=torch.float64)
     total += float(torch.func.jvp(f, (theta,), (xi,))[1].pow(2).sum() / xi.pow(2).sum())
-  return dict(width=width, n=f.num_weights, activation=activation, gain=gain, seed=seed,
-              rho=rho(f, theta), weight_rms=float(theta.pow(2).mean().sqrt()),
+  return dict(width=width, depth=depth, n=f.num_weights, activation=activation, gain=gain,
+              seed=seed, rho=rho(f, theta), weight_rms=float(theta.pow(2).mean().sqrt()),
               frobenius_radius=math.sqrt(total / probes))
 
 
@@ -305,7 +309,7 @@ def plot(row, extra, path):
   ax1.set_xlabel('Re')
   ax1.set_ylabel('Im')
   ax1.legend(fontsize=7, loc='lower left')
-  ax1.set_title(f'width {row["width"]} (N = {row["n"]}), {row["activation"]} hidden, '
+  ax1.set_title(f'width {row["width"]}, depth {row["depth"]} (N = {row["n"]}), {row["activation"]} hidden, '
                 f'seed {row["seed"]}', fontsize=9)
   gens = np.arange(len(extra['rhos']))
   ax2.semilogy(gens, [max(r or 1e300, 1e-32) for r in extra['rhos']], label='rho of generation g')
@@ -325,23 +329,24 @@ def main(argv):
   del argv
   torch.set_num_threads(1)
   seeds = ([int(s) for s in _SEED_LIST.value] if _SEED_LIST.value else range(_SEEDS.value))
+  widths, depths = [int(w) for w in _WIDTHS.value], [int(k) for k in _DEPTHS.value]
+  gains = [float(x) for x in _GAINS.value]
   if _BULK.value:
-    for width, act, gain in itertools.product([int(w) for w in _WIDTHS.value], _ACTIVATIONS.value,
-                                              [float(x) for x in _GAINS.value]):
-      print(json.dumps(bulk_at_random_point(width, act, gain, seeds[0])), flush=True)
+    for width, depth, act, gain in itertools.product(widths, depths, _ACTIVATIONS.value, gains):
+      print(json.dumps(bulk_at_random_point(width, act, gain, seeds[0], depth=depth)), flush=True)
     return
   results = []
-  for width, act, gain, seed in itertools.product([int(w) for w in _WIDTHS.value],
-                                                  _ACTIVATIONS.value,
-                                                  [float(x) for x in _GAINS.value], seeds):
+  for width, depth, act, gain, seed in itertools.product(widths, depths, _ACTIVATIONS.value,
+                                                         gains, seeds):
     results.append(run(width, act, gain, seed, _STEPS.value, _INIT_STD.value,
                        _PROJECTION_STD.value, _GENERATIONS.value, _PERTURBATIONS.value,
                        _NOISE.value, _NOISE_GENERATIONS.value, _SOLVER.value, _MU.value,
-                       _LEARNING_RATE.value, _PENALTY_STEPS.value))
+                       _LEARNING_RATE.value, _PENALTY_STEPS.value, depth))
   rows = [r for r, _ in results]
   if _SAVE_THETA.value:
     for row, extra in results:
-      np.save(f'{_SAVE_THETA.value}_w{row["width"]}_{row["activation"]}_s{row["seed"]}.npy',
+      depth = '' if row['depth'] == 2 else f'_d{row["depth"]}'
+      np.save(f'{_SAVE_THETA.value}_w{row["width"]}{depth}_{row["activation"]}_s{row["seed"]}.npy',
               extra['theta'])
   quines = [r for r in rows if r['rho'] <= QUINE_RHO and r['weight_rms'] > 0.01]
   exact = [r for r in quines if r['exact']]

@@ -44,6 +44,26 @@ class StandardisedQuinesTest(absltest.TestCase):
     torch.testing.assert_close(f(theta), f(scaled))
     self.assertFalse(torch.allclose(f(theta), f(theta * 2.0)))  # v's scale still counts
 
+  def test_depth_sets_the_hidden_kernels(self):
+    for depth in (1, 3):
+      f = standardised_quines.StandardisedQuine(5, 'tanh', 1.0, 0, depth=depth)
+      self.assertEqual(f.num_weights, depth * 25 + 5)
+      theta = torch.randn(f.num_weights, dtype=torch.float64)
+      *kernels, v = f.layers(theta)
+      self.assertLen(kernels, depth)
+      self.assertEqual(v.shape, (5, 1))
+      scaled = theta.clone()
+      scaled[:depth * 25] *= 3.0  # every hidden kernel: f only sees their directions
+      torch.testing.assert_close(f(theta), f(scaled))
+    # the self-consistent point rescales theta's own layers, each to what f prints there (width
+    # 20, one hidden layer: a point that does not shrink to the zero network, as deeper ones do)
+    f = standardised_quines.StandardisedQuine(20, 'tanh', 1.0, 0, depth=1)
+    point = standardised_quines.self_consistent_point(f, torch.Generator().manual_seed(1), 30)
+    for layer, printed in zip(f.layers(point), f.layers(f(point))):
+      self.assertGreater(float(layer.pow(2).mean().sqrt()), 0.1)
+      self.assertAlmostEqual(float(layer.pow(2).mean().sqrt()),
+                             float(printed.pow(2).mean().sqrt()), delta=0.01)
+
   def test_bulk_estimate_matches_the_dense_frobenius_norm(self):
     row = standardised_quines.bulk_at_random_point(10, probes=400)
     f = standardised_quines.StandardisedQuine(10, 'tanh', 1.0, 0)
