@@ -9,7 +9,8 @@ two changes that break the homogeneity which pins the paper architecture's stret
   h1 = act(gain * p_c @ S(W1)),  h2 = act(gain * h1 @ S(W2)),  f_theta(c) = tanh(h2 @ v),
   S(W) = W / (rms(W) * sqrt(fan_in))   (parameter-free weight standardisation)
 
-theta = (W1, W2, v), all replicated; S has no parameters and the projection rows p_c are the zoo's
+theta = (W1, W2, v), all replicated (--depths=K: K standardised hidden layers, N = K width^2 +
+width); S has no parameters and the projection rows p_c are the zoo's
 (`models.generator`, std 1/sqrt(width) by default). f does not change when W1 or W2 is rescaled,
 so J theta only sees v's scale, and tanh is concave: the stretch along theta is below 1 at any
 weight size, not only in tanh's flat tails.
@@ -73,7 +74,8 @@ _NOISE_GENERATIONS = flags.DEFINE_integer('noise_generations', 100,
 _BULK = flags.DEFINE_bool('bulk', False, 'Solve nothing: print the bulk radius sqrt(||J||_F^2/N) '
                           'at a self-consistent random point for each width (any width).')
 _SAVE_THETA = flags.DEFINE_string('save_theta', None, 'Save each run\'s theta (float64) as '
-                                  '<this>_w<width>[_d<depth>]_<activation>_s<seed>.npy (_d only when depth != 2).')
+                                  '<this>_w<width>[_d<depth>]_<activation>_s<seed>.npy '
+                                  '(_d only when depth != 2).')
 _OUTPUT = flags.DEFINE_string('output', None, 'JSON lines file.')
 _PLOT = flags.DEFINE_string('plot', None, 'PNG: spectrum and lineage of the most contracting quine.')
 
@@ -309,8 +311,8 @@ def plot(row, extra, path):
   ax1.set_xlabel('Re')
   ax1.set_ylabel('Im')
   ax1.legend(fontsize=7, loc='lower left')
-  ax1.set_title(f'width {row["width"]}, depth {row["depth"]} (N = {row["n"]}), {row["activation"]} hidden, '
-                f'seed {row["seed"]}', fontsize=9)
+  ax1.set_title(f'width {row["width"]}, depth {row["depth"]} (N = {row["n"]}), '
+                f'{row["activation"]} hidden, seed {row["seed"]}', fontsize=9)
   gens = np.arange(len(extra['rhos']))
   ax2.semilogy(gens, [max(r or 1e300, 1e-32) for r in extra['rhos']], label='rho of generation g')
   for i, curve in enumerate(extra['curves']):
@@ -346,8 +348,8 @@ def main(argv):
   if _SAVE_THETA.value:
     for row, extra in results:
       depth = '' if row['depth'] == 2 else f'_d{row["depth"]}'
-      np.save(f'{_SAVE_THETA.value}_w{row["width"]}{depth}_{row["activation"]}_s{row["seed"]}.npy',
-              extra['theta'])
+      name = f'_w{row["width"]}{depth}_{row["activation"]}_s{row["seed"]}.npy'
+      np.save(_SAVE_THETA.value + name, extra['theta'])
   quines = [r for r in rows if r['rho'] <= QUINE_RHO and r['weight_rms'] > 0.01]
   exact = [r for r in quines if r['exact']]
   contracting = [r for r in exact if r['contracting_quine']]
