@@ -7,7 +7,8 @@ small `Backend` (matmul, zero padding, activations; `models.backends` has NumPy,
 PyTorch ones), so each framework runs this one definition in its own arithmetic.
 
 The network (vanilla): h = P_coordinate[c]; h = act(h @ hidden_i) for i = 1..num_hidden;
-prediction = output_act(h @ weight_head)[:, 0]. An auxiliary quine feeds the first
+prediction = output_act(h @ weight_head)[:, 0]. With kernel_norm 'standardise' each hidden layer
+uses S(hidden_i) = gain * hidden_i / (rms(hidden_i) * sqrt(fan_in)) in place of hidden_i. An auxiliary quine feeds the first
 `coordinate_units` units from the coordinate's projection and the rest from a fixed projection of
 the image, and adds a class head: logits = (h @ class_head) / temperature. Predicting weights uses
 a zero image part; classifying uses a zero coordinate part.
@@ -69,6 +70,7 @@ class Architecture:
     weight_path: [(kernel name, activation)] from the first layer input to the weight output.
     coordinate_units: first-layer units fed by the coordinate projection.
     num_weights: N.
+    standardised: whether the hidden kernels are used as S(W) (kernel_norm 'standardise').
     projections: {'coordinate': ProjectionSpec, 'image': ProjectionSpec (auxiliary)}.
   """
 
@@ -89,6 +91,7 @@ class Architecture:
       self.weights.append(('class_head', (c.width, c.num_classes)))
     self.weight_path = ([(name, self.activation) for name in self.hidden]
                         + [('weight_head', self.output_activation)])
+    self.standardised = c.kernel_norm == 'standardise'
     self.coordinate_units = c.coordinate_units if self.kind == 'auxiliary' else c.width
     self.num_weights = sum(int(np.prod(shape)) for _, shape in self.weights)
     assert self.num_weights == c.num_weights, (self.num_weights, c.num_weights)
@@ -132,10 +135,16 @@ class Architecture:
     """One layer: activation(h @ kernel)."""
     return backend.activate(activation, backend.matmul(h, kernel), self.params)
 
+  def hidden_kernel(self, backend, kernel):
+    """What a hidden layer multiplies by: the kernel, or S(kernel) when standardised."""
+    if self.standardised:
+      return backend.standardise(kernel, self.config.gain)
+    return kernel
+
   def trunk(self, backend, weights, h):
     """The hidden layers applied to the first-layer input h [B, width]."""
     for name in self.hidden:
-      h = self.layer(backend, weights[name], self.activation, h)
+      h = self.layer(backend, self.hidden_kernel(backend, weights[name]), self.activation, h)
     return h
 
   def weight_output(self, backend, weights, h):

@@ -34,6 +34,15 @@ class Backend:
     """The registry entry's form for this framework."""
     return getattr(activation, self.name)(x, params)
 
+  def standardise(self, kernel, gain):
+    """gain * kernel / (rms(kernel) * sqrt(fan_in)), fan_in = kernel.shape[0]."""
+    raise NotImplementedError
+
+
+def _standardise_scale(kernel, gain):
+  """gain / sqrt(fan_in), the constant every backend multiplies by (in the kernel's dtype)."""
+  return float(gain) / float(np.sqrt(int(kernel.shape[0])))
+
 
 class NumpyBackend(Backend):
   name = 'numpy'
@@ -49,6 +58,10 @@ class NumpyBackend(Backend):
 
   def divide(self, x, value):
     return x / np.float32(value)
+
+  def standardise(self, kernel, gain):
+    scale = kernel.dtype.type(_standardise_scale(kernel, gain))
+    return kernel * scale / np.sqrt(np.mean(np.square(kernel)))
 
 
 class TensorFlowBackend(Backend):
@@ -74,6 +87,11 @@ class TensorFlowBackend(Backend):
   def divide(self, x, value):
     return x / value
 
+  def standardise(self, kernel, gain):
+    tf = self._tf
+    scale = tf.constant(_standardise_scale(kernel, gain), kernel.dtype)
+    return kernel * scale / tf.sqrt(tf.reduce_mean(tf.square(kernel)))
+
 
 class TorchBackend(Backend):
   name = 'torch'
@@ -93,6 +111,10 @@ class TorchBackend(Backend):
 
   def divide(self, x, value):
     return x / self._torch.tensor(np.float32(value))
+
+  def standardise(self, kernel, gain):
+    scale = self._torch.tensor(_standardise_scale(kernel, gain), dtype=kernel.dtype)
+    return kernel * scale / kernel.square().mean().sqrt()
 
 
 NUMPY = NumpyBackend()

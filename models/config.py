@@ -11,6 +11,7 @@ from models import activations
 
 KINDS = ('vanilla', 'auxiliary')
 INITS = ('paper_uniform', 'he_normal')
+KERNEL_NORMS = ('none', 'standardise')
 
 # uniform(+-1/sqrt(100)) has std 0.1/sqrt(3) ~= 0.0577: the projection matches the weights' scale.
 PAPER_PROJECTION_STD = 0.1 / math.sqrt(3.0)
@@ -23,6 +24,7 @@ PAPER_IMAGE_PROJECTION_STD = 0.05 / math.sqrt(3.0)
 _AUXILIARY_FIELDS = ('coordinate_units', 'image_size', 'num_classes', 'temperature',
                      'image_projection_std')
 _ACTIVATION_PARAMS = ('frequency',)
+_KERNEL_NORM_FIELDS = ('kernel_norm', 'gain')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +39,11 @@ class ModelConfig:
     output_activation: activation of the weight-prediction output.
     frequency: omega of the `sin` activation, sin(omega * x) (SIREN's w0); recorded only when an
       activation uses it.
+    kernel_norm: 'none' (the paper: h = act(h @ W)) or 'standardise': every hidden kernel is used
+      as S(W) = gain * W / (rms(W) * sqrt(fan_in)), parameter-free weight standardisation, so f does
+      not change when a hidden kernel is rescaled (the weight head and class head are used as
+      they are). Recorded only when not 'none'.
+    gain: the gain of S (kernel_norm 'standardise').
     init: 'paper_uniform' (uniform(+-1/sqrt(fan_in)), matches the paper's initial losses) or
       'he_normal' (what the paper's text says).
     init_seed: seed of the weight initialisation.
@@ -56,6 +63,8 @@ class ModelConfig:
   activation: str = 'selu'
   output_activation: str = 'linear'
   frequency: float = 1.0
+  kernel_norm: str = 'none'
+  gain: float = 1.0
   init: str = 'paper_uniform'
   init_seed: int = 0
   projection_seed: int = 0
@@ -86,6 +95,10 @@ class ModelConfig:
         raise ValueError(f'{name}={getattr(self, name)!r} is not one of {activations.names()}')
     if not (math.isfinite(self.frequency) and self.frequency > 0):
       raise ValueError(f'frequency={self.frequency} must be a positive finite number')
+    if self.kernel_norm not in KERNEL_NORMS:
+      raise ValueError(f'kernel_norm={self.kernel_norm!r} is not one of {KERNEL_NORMS}')
+    if not (math.isfinite(self.gain) and self.gain > 0):
+      raise ValueError(f'gain={self.gain} must be a positive finite number')
     if self.init not in INITS:
       raise ValueError(f'init={self.init!r} is not one of {INITS}')
     if not 0 <= self.projection_seed < 2**32 - 1:
@@ -111,13 +124,16 @@ class ModelConfig:
 
   def to_dict(self):
     """The fields that matter for this quine (a vanilla quine has no image or class fields,
-    a quine without sin no frequency)."""
+    a quine without sin no frequency, one without kernel standardisation no kernel_norm or gain)."""
     d = dataclasses.asdict(self)
     if self.kind == 'vanilla':
       for name in _AUXILIARY_FIELDS:
         del d[name]
     for name in _ACTIVATION_PARAMS:
       if name not in self.activation_params():
+        del d[name]
+    if self.kernel_norm == 'none':
+      for name in _KERNEL_NORM_FIELDS:
         del d[name]
     return d
 

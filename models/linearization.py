@@ -82,6 +82,19 @@ def make_linearization(model, dtype=tf.float64):
     `vjp(theta, inputs, slopes, w)` = J^T w.
   """
   arch, rows, kernels = _setup(model, dtype)
+  # Which layers of the weight path multiply by S(W) (kernel_norm 'standardise') rather than W.
+  standardised = [arch.standardised and name in arch.hidden for name, _ in arch.weight_path]
+  backend = backends.tensorflow()
+
+  def effective(w, is_standardised):
+    return backend.standardise(w, arch.config.gain) if is_standardised else w
+
+  def standardise_linear(w, x):
+    """dS(W)[X] = (gain / (rms(W) sqrt(fan_in))) (X - W <W, X> / <W, W>): S's derivative at W
+    applied to X. The map is symmetric, so it is also S's transpose, for J^T w."""
+    scale = arch.config.gain / tf.sqrt(tf.cast(tf.shape(w)[0], w.dtype))
+    rms = tf.sqrt(tf.reduce_mean(tf.square(w)))
+    return scale / rms * (x - w * tf.reduce_sum(w * x) / tf.reduce_sum(w * w))
 
   def value_and_slope(fn, z):
     with tf.GradientTape() as tape:
@@ -98,18 +111,20 @@ def make_linearization(model, dtype=tf.float64):
     backend = SmoothedBackend(beta if smooth else None)
     inputs, slopes = [], []
     h = rows
-    for w, (_, act) in zip(path(theta), arch.weight_path):
+    for w, (_, act), std in zip(path(theta), arch.weight_path, standardised):
       inputs.append(h)
       h, slope = value_and_slope(lambda z, act=act: backend.activate(act, z, arch.params),
-                                 tf.matmul(h, w))
+                                 tf.matmul(h, effective(w, std)))
       slopes.append(slope)
     return h[:, 0], inputs, slopes
 
   @tf.function
   def jvp(theta, inputs, slopes, v):
     dh = None  # the projection rows do not depend on theta
-    for w, vw, h, slope in zip(path(theta), path(v), inputs, slopes):
-      dz = tf.matmul(h, vw) if dh is None else tf.matmul(dh, w) + tf.matmul(h, vw)
+    for w, vw, h, slope, std in zip(path(theta), path(v), inputs, slopes, standardised):
+      dw = standardise_linear(w, vw) if std else vw
+      w = effective(w, std)
+      dz = tf.matmul(h, dw) if dh is None else tf.matmul(dh, w) + tf.matmul(h, dw)
       dh = slope * dz
     return dh[:, 0]
 
@@ -121,8 +136,10 @@ def make_linearization(model, dtype=tf.float64):
     for i in reversed(range(len(ws))):
       dz = dh * slopes[i]
       grads[i] = tf.matmul(inputs[i], dz, transpose_a=True)
+      if standardised[i]:
+        grads[i] = standardise_linear(ws[i], grads[i])
       if i > 0:
-        dh = tf.matmul(dz, ws[i], transpose_b=True)
+        dh = tf.matmul(dz, effective(ws[i], standardised[i]), transpose_b=True)
     return tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
 
   return linearize, jvp, vjp

@@ -125,6 +125,8 @@ def numpy_heads(config, kernels, inputs):
   act = numpy_activation(config.activation, config)
   h = inputs
   for w in kernels[:config.num_hidden]:
+    if config.kernel_norm == 'standardise':
+      w = config.gain * w / (np.sqrt(np.mean(w * w)) * np.sqrt(w.shape[0]))
     h = act(h @ w)
   weights = numpy_activation(config.output_activation, config)(h @ kernels[config.num_hidden])[:, 0]
   logits = None

@@ -31,9 +31,9 @@ class ForwardTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(got, model.predict_weights(tf.range(model.num_weights)), rtol=1e-6,
                         atol=1e-7)
 
-  @parameterized.parameters(0.0, 0.01)
-  def test_linearized_products_match_autodiff(self, beta):
-    model = _model()
+  @parameterized.product(beta=[0.0, 0.01], kernel_norm=['none', 'standardise'])
+  def test_linearized_products_match_autodiff(self, beta, kernel_norm):
+    model = _model(kernel_norm=kernel_norm, num_hidden=3)
     forward = linearization.make_forward(model)
     linearize, jvp, vjp = linearization.make_linearization(model)
     rng = np.random.default_rng(0)

@@ -62,6 +62,8 @@ class ModelConfigTest(tf.test.TestCase, parameterized.TestCase):
       ('temperature', dict(kind='auxiliary', width=4, coordinate_units=2, temperature=0.0),
        'temperature'),
       ('frequency', dict(activation='sin', frequency=float('nan')), 'frequency'),
+      ('kernel_norm', dict(kernel_norm='batch'), 'kernel_norm'),
+      ('gain', dict(kernel_norm='standardise', gain=0.0), 'gain'),
   )
   def test_validate_names_the_bad_field(self, overrides, field):
     with self.assertRaisesRegex(ValueError, field):
@@ -71,9 +73,17 @@ class ModelConfigTest(tf.test.TestCase, parameterized.TestCase):
       ('vanilla', tiny_model_config(init='he_normal', projection_seed=3)),
       ('auxiliary', tiny_aux_config()),
       ('sin', tiny_model_config(activation='sin', frequency=30.0)),
+      ('standardised', tiny_model_config(kernel_norm='standardise', gain=1.5)),
   )
   def test_dict_round_trip(self, config):
     self.assertEqual(ModelConfig.from_dict(config.to_dict()), config)
+
+  def test_kernel_norm_is_recorded_only_when_used(self):
+    # Configs (and manifests) of the paper's quines stay as they were.
+    self.assertNotIn('kernel_norm', tiny_model_config().to_dict())
+    self.assertNotIn('gain', tiny_model_config().to_dict())
+    d = tiny_model_config(kernel_norm='standardise', gain=2.0).to_dict()
+    self.assertEqual((d['kernel_norm'], d['gain']), ('standardise', 2.0))
 
   def test_frequency_is_recorded_only_where_an_activation_reads_it(self):
     # Configs of quines without sin stay as they were (their workdirs resume unchanged).
@@ -176,6 +186,8 @@ class QuineTest(tf.test.TestCase, parameterized.TestCase):
       ('he_normal_seeded', tiny_model_config(init='he_normal', init_seed=2, projection_seed=9)),
       ('sin_tanh_out', tiny_model_config(activation='sin', frequency=3.0,
                                          output_activation='tanh')),
+      ('standardised', tiny_model_config(activation='tanh', output_activation='tanh',
+                                         kernel_norm='standardise', gain=1.5, num_hidden=3)),
   )
   def test_vanilla_forward_matches_numpy(self, config):
     model = build_quine(config)
@@ -195,6 +207,22 @@ class QuineTest(tf.test.TestCase, parameterized.TestCase):
     coordinates = np.arange(36)
     want = numpy_predict_weights(config, numpy_kernels(model), coordinates)
     self.assertAllClose(model(tf.range(36)).numpy(), want, rtol=1e-5, atol=1e-6)
+
+  def test_standardised_quine_ignores_the_scale_of_its_hidden_kernels(self):
+    config = tiny_model_config(activation='tanh', output_activation='tanh',
+                               kernel_norm='standardise')
+    model = build_quine(config)
+    theta = np.random.default_rng(2).normal(size=36).astype(np.float32)
+    model.assign_flat(theta)
+    want = model(tf.range(36)).numpy()
+    scaled = theta.copy()
+    scaled[:16] *= 8.0  # hidden_1
+    scaled[16:32] *= 0.25  # hidden_2
+    model.assign_flat(scaled)
+    self.assertAllClose(model(tf.range(36)).numpy(), want, rtol=1e-5, atol=1e-7)
+    scaled[32:] *= 2.0  # the weight head is used as it is
+    model.assign_flat(scaled)
+    self.assertNotAllClose(model(tf.range(36)).numpy(), want)
 
   def test_forward_eager_equals_graph(self):
     model = build_quine(tiny_model_config())
@@ -241,6 +269,7 @@ class QuineTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.named_parameters(
       ('vanilla_sin', tiny_model_config(activation='sin', frequency=2.0)),
       ('auxiliary', tiny_aux_config()),
+      ('standardised', tiny_model_config(kernel_norm='standardise', gain=0.5)),
   )
   def test_keras_save_and_load_model_round_trip(self, config):
     # Was: get_config raised NotImplementedError, so model.save('q.keras') failed.
