@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import matplotlib.ticker  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from export import dump as dump_lib
@@ -129,7 +130,7 @@ def build_lineage(root, framework, generations, output_dir, check_frameworks=(),
 def lineage_png(rows, title=''):
   """A figure of the lineage: rho and L_SR, weight RMS, distance to the parent, test accuracy."""
   gens = [r['generation'] for r in rows]
-  panels = [('rho = L_SR / sum(theta^2)', 'rho', False), ('L_SR', 'l_sr', True),
+  panels = [('rho = L_SR / sum(theta^2)', 'rho', True), ('L_SR', 'l_sr', True),
             ('weight RMS', 'weight_rms', True),
             ('distance to parent / |parent|', 'relative_distance', True)]
   if any('test_accuracy' in r for r in rows):
@@ -141,13 +142,16 @@ def lineage_png(rows, title=''):
               if r.get(key) is not None and (not log or r[key] > 0)]
     dropped = sum(r.get(key) is not None for r in rows) - len(points)
     if points:
-      ax.plot(*zip(*points), 'o-')
+      ax.plot(*zip(*points), 'o-' if len(gens) <= 30 else '-')
     if log and points:
       ax.set_yscale('log')
     ax.set_xlabel('generation')
     ax.set_title(label + (f' ({dropped} zero{"s" * (dropped > 1)} not shown)' if dropped else ''),
                  fontsize=9)
-    ax.set_xticks(gens)
+    if len(gens) <= 12:
+      ax.set_xticks(gens)
+    else:  # a long lineage: a few integer ticks
+      ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()
   buf = io.BytesIO()

@@ -69,7 +69,8 @@ def architecture_section(arch):
   """The manifest's 'architecture': layers, activations and the forward pass in words."""
   config = arch.config
   act, out_act = arch.activation.name, arch.output_activation.name
-  trunk = [f'h = {act}(h @ {name})' for name in arch.hidden]
+  kernel = 'standardise({})' if arch.standardised else '{}'
+  trunk = [f'h = {act}(h @ {kernel.format(name)})' for name in arch.hidden]
   section = {
       'kind': arch.kind,
       'kernel_layout': '[in, out], row-major (C order); a layer computes y = x @ kernel; no biases',
@@ -81,6 +82,11 @@ def architecture_section(arch):
   }
   if arch.params:
     section['activation_params'] = dict(arch.params)
+  if arch.standardised:
+    section['kernel_norm'] = {
+        'applies_to': list(arch.hidden),
+        'formula': (f'standardise(W) = gain * W / (sqrt(mean(W ** 2)) * sqrt(W.shape[0])), '
+                    f'gain = {float(config.gain)!r} (no parameters; W is the stored kernel)')}
   width, units = config.width, arch.coordinate_units
   if arch.kind == 'auxiliary':
     section['layers'].append({'name': 'class_head', 'shape': [width, config.num_classes],

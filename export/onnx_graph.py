@@ -52,6 +52,47 @@ def rename_initializers(model, mapping):
   return model
 
 
+def unfold_standardised(model, kernels, gain):
+  """Puts S(W) = gain * W / (rms(W) sqrt(fan_in)) back into the graph as nodes, in place.
+
+  tf2onnx folds the standardisation of a constant kernel into one constant initializer; a dump
+  needs the kernel itself as the initializer (so that a child's weights can be swapped in) and
+  the standardisation computed from it. Each folded initializer is found by value, replaced by
+  nodes of the same output name, and the kernel is added under its canonical name.
+
+  Args:
+    model: the converted onnx.ModelProto.
+    kernels: dict canonical name -> float32 kernel [in, out] of each standardised layer.
+    gain: the standardisation's gain.
+
+  Raises:
+    ValueError: no initializer holds some kernel's standardisation.
+  """
+  graph = model.graph
+  nodes = []
+  for name, kernel in kernels.items():
+    kernel = np.asarray(kernel, np.float32)
+    scale = np.float32(gain / np.sqrt(kernel.shape[0]))
+    want = kernel * scale / np.sqrt(np.mean(np.square(kernel)))
+    folded = [init for init in graph.initializer if tuple(init.dims) == kernel.shape
+              and np.allclose(numpy_helper.to_array(init), want, rtol=1e-5, atol=1e-7)]
+    if not folded:
+      raise ValueError(f'the ONNX graph holds no folded standardisation of {name!r}')
+    out = folded[0].name
+    graph.initializer.remove(folded[0])
+    graph.initializer.append(numpy_helper.from_array(kernel, name))
+    graph.initializer.append(numpy_helper.from_array(scale, f'{name}/scale'))
+    nodes += [
+        onnx.helper.make_node('Mul', [name, name], [f'{name}/square']),
+        onnx.helper.make_node('ReduceMean', [f'{name}/square'], [f'{name}/mean'], keepdims=0),
+        onnx.helper.make_node('Sqrt', [f'{name}/mean'], [f'{name}/rms']),
+        onnx.helper.make_node('Mul', [name, f'{name}/scale'], [f'{name}/scaled']),
+        onnx.helper.make_node('Div', [f'{name}/scaled', f'{name}/rms'], [out])]
+  for node in reversed(nodes):  # before every node that reads them
+    graph.node.insert(0, node)
+  return model
+
+
 def with_weights(onnx_bytes, weights):
   """The same graph with new weight initializers.
 

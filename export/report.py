@@ -50,6 +50,8 @@ def _write_atomic(path, data):
 def _describe(dump):
   c = dump.config
   shape = f'width {c["width"]}, {c["num_hidden"]} hidden {c["activation"]}'
+  if c.get('kernel_norm', 'none') != 'none':
+    shape += f' ({c["kernel_norm"]}d kernels), {c["output_activation"]} output'
   if dump.kind == 'auxiliary':
     shape += f', {c["coordinate_units"]} coordinate units, {c["num_classes"]} classes'
   return f'{dump.kind} quine ({shape}), N = {dump.num_weights:,} weights, from {dump.path}'

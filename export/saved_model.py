@@ -281,6 +281,9 @@ def onnx_model(model):
   mapping.update({f'projection_{k}:0': v
                   for k, v in interface['projection_initializers'].items()})
   onnx_graph.rename_initializers(proto, mapping)
+  if model.architecture.standardised:
+    onnx_graph.unfold_standardised(
+        proto, {name: weights[name] for name in model.architecture.hidden}, config.gain)
   values = onnx_graph.initializers(proto)
   for name, value in weights.items():
     if name not in values or not np.array_equal(values[name], value):

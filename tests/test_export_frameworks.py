@@ -16,10 +16,12 @@ from conftest import numpy_predict_weights
 from export import dump as dump_lib
 from export import frameworks
 from export import manifest as manifest_lib
+from export import onnx_graph
 from export import replication
 from export import saved_model
 from export import testing
 from models import generator
+from models.config import ModelConfig
 
 
 class ReplicaTest(tf.test.TestCase, parameterized.TestCase):
@@ -98,6 +100,44 @@ class ReplicaTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(served(coordinates=coordinates)['predicted_weights'], want, atol=1e-6)
     with open(os.path.join(path, 'saved_model.pb'), 'rb') as f:
       self.assertIn(b'BitwiseXor', f.read())
+
+
+class StandardisedExportTest(tf.test.TestCase):
+  """A quine with weight-standardised hidden kernels (the --preset=stable variant) exports."""
+
+  def test_every_framework_runs_the_standardised_forward_pass(self):
+    config = ModelConfig(width=4, activation='tanh', output_activation='tanh',
+                                       kernel_norm='standardise', gain=1.5, projection_std=0.5)
+    base = self.create_tempdir().full_path
+    model = testing.make_workdir(os.path.join(base, 'run'), config, scale=3.0)
+    dump = dump_lib.read_dump(saved_model.export_workdir(os.path.join(base, 'run'),
+                                                         os.path.join(base, 'x'), 'stable'))
+    coordinates = np.arange(model.num_weights)
+    oracle = numpy_predict_weights(config, numpy_kernels(model), coordinates)
+    for framework in frameworks.FRAMEWORKS:
+      replica = frameworks.make_replica(framework, dump)
+      self.assertAllEqual(replica.theta, model.flatten())
+      self.assertAllClose(replica.predict_all(), oracle, rtol=0, atol=1e-6, msg=framework)
+    # tf2onnx folds S(W) of a constant kernel; the dump's graph computes it from the kernel.
+    with open(dump.onnx_path, 'rb') as f:
+      data = f.read()
+    graph = onnx.load_from_string(data).graph
+    self.assertContainsSubset({'hidden_1', 'hidden_2', 'weight_head'},
+                              {i.name for i in graph.initializer})
+    self.assertIn('ReduceMean', [n.op_type for n in graph.node])
+    # so a child's weights swapped into the same graph are standardised too
+    import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+    child = {name: value * 2.0 for name, value in dump.weights.items()}
+    child['hidden_1'] = child['hidden_1'] * 5.0
+    session = ort.InferenceSession(onnx_graph.with_weights(data, child),
+                                   providers=['CPUExecutionProvider'])
+    got = session.run([manifest_lib.ONNX_PREDICTED_WEIGHTS],
+                      {manifest_lib.ONNX_COORDINATES: coordinates})[0]
+    want = numpy_predict_weights(config, [child[n] for n in ('hidden_1', 'hidden_2',
+                                                             'weight_head')], coordinates)
+    self.assertAllClose(got, want, rtol=0, atol=1e-6)
+    self.assertIn('standardise(hidden_1)', ' '.join(dump.manifest['architecture']
+                                                    ['predict_weights']))
 
 
 if __name__ == '__main__':
