@@ -112,6 +112,11 @@ ENTRIES = (
           'fixed_point (float64), 160 LM steps, wide smoothing', run='fixed_point_w5_s0'),
     Entry('exact_w10', 'A near-exact fixed point at width 10 (N = 210).', _EXACT_W10,
           'fixed_point (float64), 200 LM steps', run='fixed_point_w10_s0'),
+    Entry('stable_w4', 'A fertile quine (N = 36): weight-standardised tanh hidden layers and a '
+          'tanh output (--preset=stable), a contracting fixed point of regeneration (spectral '
+          'radius < 1): all 300 descendants are quines and perturbed copies return.',
+          'python trainers/train_vanilla.py --workdir={workdir} --preset=stable',
+          'fixed_point, 80 LM iterations'),
     Entry('aux_paper', 'The paper\'s auxiliary quine (classifies MNIST and predicts its weights), '
           'trained as the paper trains it: 30 Adamax epochs, lambda = 0.01. It classifies; it '
           'does not replicate (rho ~1).',
@@ -203,7 +208,9 @@ def catalogue_entry(entry, dump, numbers):
       'architecture': {'width': config.width, 'num_hidden': config.num_hidden,
                        'activation': config.activation,
                        'output_activation': config.output_activation,
-                       'num_weights': config.num_weights},
+                       'num_weights': config.num_weights,
+                       **({'kernel_norm': config.kernel_norm}
+                          if config.kernel_norm != 'none' else {})},
       'method': entry.method, 'command': entry.command.format(
           workdir=f'runs/pretrained/{entry.name}'),
       'metrics': numbers, 'files': files}
@@ -250,7 +257,8 @@ def markdown_table(entries):
                if 'fertile_generations' in m else '-')
     accuracy = f'{100 * m["test_accuracy"]:.2f}%' if 'test_accuracy' in m else '-'
     rows.append(
-        f'| `{e["name"]}` | {e["kind"]} | {a["width"]} x {a["num_hidden"]}, {a["activation"]} '
+        f'| `{e["name"]}` | {e["kind"]} | {a["width"]} x {a["num_hidden"]}, {a["activation"]}'
+        f'{" (" + a["kernel_norm"] + "d)" if "kernel_norm" in a else ""} '
         f'({a["output_activation"]} out) | {a["num_weights"]:,} | {_fmt(m["l_sr"])} | '
         f'{_fmt(m["rho"])} | {_fmt(m["r2"], 4)} | {_fmt(m["weight_rms"])} '
         f'({_fmt(m["initial_weight_rms"])}) | {accuracy} | {_fmt(m.get("spectral_radius"))} | '

@@ -11,6 +11,8 @@ import subprocess
 import sys
 
 from absl.testing import parameterized
+import numpy as np
+import safetensors.numpy
 import tensorflow as tf
 
 from conftest import REPO_ROOT
@@ -37,6 +39,8 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
       ('batch_size_above_n', ['--preset=tiny', '--batch_size=100000'],
        r'--batch_size=100000 exceeds the number of weights N=36'),
       ('zero_width', ['--preset=tiny', '--width=0'], r'error: --width=0 must be positive'),
+      ('zero_gain', ['--preset=stable', '--gain=0'],
+       r'error: --gain=0.0 must be a positive finite number'),
       ('nan_learning_rate', ['--preset=tiny', '--learning_rate=nan'],
        r'--learning_rate=nan must be a finite number'),
       ('infinite_learning_rate', ['--preset=tiny', '--learning_rate=inf'],
@@ -162,6 +166,43 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
                      r'^train_vanilla.py: error: .*different configuration')
     with open(os.path.join(workdir, 'config.json')) as f:
       self.assertEqual(json.load(f), config)
+
+  def test_stable_preset_trains_a_contracting_quine_whose_lineage_replicates(self):
+    # The issue's tiny-size test of the method: the zoo's own solver finds a contracting fixed
+    # point (spectral radius < 1) at width 4 with a non-zero weight RMS, and its exported
+    # descendants are quines in every framework.
+    base = self.create_tempdir().full_path
+    workdir, exports = os.path.join(base, 'run'), os.path.join(base, 'exports')
+    result = _run_binary(f'--workdir={workdir}', '--preset=stable', f'--export_dir={exports}',
+                         '--model_name=stable')
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertIn('(contracting)', result.stdout)
+    self.assertIn('300/300 fertile generations, 10/10 returned', result.stdout)
+    with open(os.path.join(workdir, 'stability.json')) as f:
+      report = json.load(f)
+    self.assertLess(report['spectral_radius'], 1.0)
+    self.assertLess(report['rho'], 1e-12)
+    self.assertEqual(report['fertile_generations'], 300)
+    self.assertEqual(report['noise']['returned'], 10)
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      records = [json.loads(line) for line in f]
+    self.assertGreater(records[-1]['weight_rms'], records[0]['weight_rms'] / 2)
+    with open(os.path.join(exports, 'stable', '1', 'manifest.json')) as f:
+      self.assertEqual(json.load(f)['model']['config']['kernel_norm'], 'standardise')
+    theta = np.concatenate([v.reshape(-1) for v in safetensors.numpy.load_file(
+        os.path.join(exports, 'stable', '1', 'weights.safetensors')).values()])
+    self.assertLessEqual(np.mean(np.abs(theta) >= 0.99), 0.1)  # not saturated at tanh's bounds
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    replicated = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, 'export', 'replicate.py'),
+         f'--dump={exports}/stable', '--generations=3', '--nostability',
+         f'--output_dir={base}/lineage'],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    self.assertEqual(replicated.returncode, 0, replicated.stdout + replicated.stderr)
+    with open(os.path.join(base, 'lineage', 'report.json')) as f:
+      lineage = json.load(f)['lineage']
+    self.assertLen(lineage, 4)
+    self.assertTrue(all(row['agrees'] and row['rho'] < 1e-12 for row in lineage), lineage)
 
 
 if __name__ == '__main__':

@@ -17,6 +17,7 @@ from models import activations
 from models import stability as stability_lib
 from models import zoo
 from models.config import INITS
+from models.config import KERNEL_NORMS
 from trainers import configs
 from trainers import strategies
 from trainers import train_lib
@@ -48,6 +49,9 @@ OUTPUT_ACTIVATION = flags.DEFINE_enum('output_activation', None, activations.nam
 FREQUENCY = flags.DEFINE_float('frequency', None,
                                'omega of the sin activation, sin(omega * x) (SIREN\'s w0).')
 INIT = flags.DEFINE_enum('init', None, INITS, 'Weight initialisation.')
+KERNEL_NORM = flags.DEFINE_enum('kernel_norm', None, KERNEL_NORMS,
+                                'Hidden kernels used as they are (none) or weight-standardised.')
+GAIN = flags.DEFINE_float('gain', None, 'Gain of the weight standardisation (--kernel_norm).')
 INIT_FROM = flags.DEFINE_string(
     'init_from', None, 'Start from the weights of this pretrained quine (models.list_pretrained())'
     ' instead of an initialisation; its config fixes the architecture.')
@@ -78,7 +82,7 @@ INTRA_OP_THREADS = flags.DEFINE_integer(
 _SINGLE_THREAD_MAX_WIDTH = 200
 # ModelConfig fields set by flags, and their flags.
 _MODEL_FLAGS = {'width': 'width', 'num_hidden': 'num_hidden', 'init': 'init',
-                'activation': 'activation', 'init_seed': 'seed'}
+                'activation': 'activation', 'init_seed': 'seed', 'gain': 'gain'}
 EXPORT_DIR = flags.DEFINE_string(
     'export_dir', None, 'At the end of a finished run, export the quine to '
     'EXPORT_DIR/MODEL_NAME/VERSION (SavedModel, ONNX, safetensors dump).')
@@ -109,7 +113,8 @@ def config_from_flags(presets, default_preset, **extra_overrides):
   config = configs.get_preset(PRESET.value or default_preset, presets)
   model_overrides = {'width': WIDTH.value, 'num_hidden': NUM_HIDDEN.value, 'init': INIT.value,
                      'activation': ACTIVATION.value, 'output_activation': OUTPUT_ACTIVATION.value,
-                     'frequency': FREQUENCY.value, 'init_seed': SEED.value}
+                     'frequency': FREQUENCY.value, 'kernel_norm': KERNEL_NORM.value,
+                     'gain': GAIN.value, 'init_seed': SEED.value}
   if INIT_FROM.value:
     model = _pretrained_model(INIT_FROM.value, config.model.kind, model_overrides)
   else:

@@ -196,6 +196,17 @@ PRESETS = {
                         plot_every=0),
     # A mid-sized quine for quick experiments: N = 2 * 30 * 30 + 30 = 1,830.
     'small': TrainConfig(model=ModelConfig(width=30), num_epochs=30),
+    # Not in the paper: the most contracting quine found, a fertile one (docs/QUINES.md). The
+    # architecture variant: weight-standardised tanh hidden layers and a tanh output, width 4
+    # (N = 36), projection std 1/sqrt(4); solved by 'fixed_point'. Every regeneration map's
+    # eigenvalue is inside the unit circle at the solution (radius 0.854): its descendants are
+    # quines for ever and perturbed copies return. 7 of init seeds 0-9 reach it with this
+    # projection; the default, 2, is the first of them.
+    'stable': TrainConfig(
+        model=ModelConfig(width=4, activation='tanh', output_activation='tanh',
+                          kernel_norm='standardise', projection_std=0.5, projection_seed=5,
+                          init_seed=2),
+        method='fixed_point', solver_steps=80, batch_size=2, plot_every=0),
 }
 
 

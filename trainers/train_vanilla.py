@@ -10,7 +10,7 @@ Examples (from the repository root, with the virtual environment set up as the R
 
   tensorboard --logdir=runs
 
-Rerunning a command resumes its workdir from the last checkpoint. Presets: paper (default),
+Rerunning a command resumes its workdir from the last checkpoint. Presets: paper (default), stable,
 paper_alternate, small, tiny.
 """
 
