@@ -8,10 +8,11 @@ PyTorch ones), so each framework runs this one definition in its own arithmetic.
 
 The network (vanilla): h = P_coordinate[c]; h = act(h @ hidden_i) for i = 1..num_hidden;
 prediction = output_act(h @ weight_head)[:, 0]. With kernel_norm 'standardise' each hidden layer
-uses S(hidden_i) = gain * hidden_i / (rms(hidden_i) * sqrt(fan_in)) in place of hidden_i. An auxiliary quine feeds the first
-`coordinate_units` units from the coordinate's projection and the rest from a fixed projection of
-the image, and adds a class head: logits = (h @ class_head) / temperature. Predicting weights uses
-a zero image part; classifying uses a zero coordinate part.
+uses S(hidden_i) = gain * hidden_i / (rms(hidden_i) * sqrt(fan_in)) in place of hidden_i. An
+auxiliary quine feeds the first `coordinate_units` units from the coordinate's projection and the
+rest from a fixed projection of the image, and adds a class head:
+logits = (h @ class_head) / temperature. Predicting weights uses a zero image part; classifying
+uses a zero coordinate part.
 
 Canonical order of theta: hidden_1 ... hidden_k ([in, out], row-major), weight_head ([width, 1]),
 then class_head ([width, num_classes]) for an auxiliary quine. No biases.

@@ -17,7 +17,9 @@ weight size, not only in tanh's flat tails.
 
 For each hidden activation, gain and seed: Levenberg-Marquardt on r = (f(theta) - theta) / ||theta||
 (rho = ||r||^2; float64, dense Jacobian, so tiny widths only) from theta ~ N(0, init_std^2), or
-with --solver=adam, matrix-free at any width, Adam on log(rho) + mu log(||J xi||^2 / ||xi||^2);
+with --solver=adam, matrix-free at any width, Adam on log(rho) + mu log(||J xi||^2 / ||xi||^2)
++ nu log(||J u||^2) (u: J's top eigenvector by power iteration); --warm_start starts from a zoo
+export of the variant (`--kernel_norm=standardise`, tanh output) or a --save_theta file;
 then: the spectral radius of J = d f_theta(C) / d theta (dense eigenvalues; ARPACK's outer six
 with --solver=adam) and its bulk estimate
 sqrt(||J||_F^2 / N) (`models.stability.frobenius_radius`), the stretch u.Ju along
@@ -35,11 +37,14 @@ lineage does only at a fixed point.
   python scripts/standardised_quines.py --bulk --widths=10,30,100 --activations=tanh
   python scripts/standardised_quines.py --solver=adam --widths=100 --activations=tanh \
       --seed_list=0 --steps=1500 --mu=0
+  python scripts/standardised_quines.py --solver=adam --warm_start=exports/std142 --steps=1500 \
+      --mu=10 --learning_rate=1e-3 --save_theta=runs/mu10
 """
 
 import itertools
 import json
 import math
+import sys
 
 from absl import app
 from absl import flags
@@ -62,6 +67,15 @@ _SOLVER = flags.DEFINE_enum('solver', 'lm', ['lm', 'adam'], 'lm: dense Levenberg
                             '(tiny widths); adam: matrix-free, any width.')
 _MU = flags.DEFINE_float('mu', 0.0, 'adam: weight of the bulk term log(||J xi||^2 / ||xi||^2).')
 _LEARNING_RATE = flags.DEFINE_float('learning_rate', 3e-3, 'adam: initial learning rate.')
+_NU = flags.DEFINE_float('nu', 0.0, 'adam: weight of the outlier term log(||J u||^2), u the top '
+                         'eigenvector of J by power iteration (3 products a step, carried over).')
+_TARGET = flags.DEFINE_float('stability_target', 0.0, 'adam: > 0 makes the mu and nu terms '
+                             'hinges at this radius (zero below it), so that rho alone is '
+                             'minimised once the bulk and the top stretch are below it.')
+_WARM_START = flags.DEFINE_string(
+    'warm_start', None, 'Start from this theta instead of N(0, init_std^2): a zoo export of a '
+    '--kernel_norm=standardise quine with a tanh output (its width, depth, activation, gain and '
+    'projection replace those flags), or a .npy written by --save_theta.')
 _PENALTY_STEPS = flags.DEFINE_integer(
     'penalty_steps', 0, 'adam: if > 0, --steps on rho alone, then this many with --mu (warm start).')
 _PROJECTION_STD = flags.DEFINE_float('projection_std', None,
@@ -76,6 +90,9 @@ _BULK = flags.DEFINE_bool('bulk', False, 'Solve nothing: print the bulk radius s
 _SAVE_THETA = flags.DEFINE_string('save_theta', None, 'Save each run\'s theta (float64) as '
                                   '<this>_w<width>[_d<depth>]_<activation>_s<seed>.npy '
                                   '(_d only when depth != 2).')
+_REPLOT = flags.DEFINE_list('replot', None, 'Run nothing: draw the frontier (spectral radius '
+                            'against rho) of the rows of these JSON lines files (earlier --output '
+                            'files) into --plot.')
 _OUTPUT = flags.DEFINE_string('output', None, 'JSON lines file.')
 _PLOT = flags.DEFINE_string('plot', None, 'PNG: spectrum and lineage of the most contracting quine.')
 
@@ -144,31 +161,51 @@ def solve(f, theta, steps, damping=1e-2, target=1e-26):
   return theta
 
 
-def solve_adam(f, theta, steps, learning_rate=3e-3, mu=0.0, seed=0, log_every=0):
-  """Adam (float32, cosine decay) on log(rho) + mu * log(||J xi||^2 / ||xi||^2), matrix-free.
+def solve_adam(f, theta, steps, learning_rate=3e-3, mu=0.0, seed=0, log_every=0, nu=0.0,
+               target=0.0):
+  """Adam (float32, cosine decay) on log(rho) + mu log(||J xi||^2 / ||xi||^2) + nu log(||J u||^2).
 
   The second term is Hutchinson's estimate of the squared bulk radius ||J||_F^2 / N, one fresh
-  Gaussian probe xi per step (mu = 0: rho alone). For widths where the dense Jacobian is too big.
+  Gaussian probe xi per step (mu = 0: rho alone); the third the stretch along u, the top
+  eigenvector of J by power iteration (three products a step, u carried from step to step), so
+  that an outlier the bulk term leaves is pushed in too. With target > 0 each of these two terms
+  is a hinge, relu(log(term) - 2 log(target)): once the bulk and the top stretch are below the
+  target, only rho is minimised. Matrix-free: for widths where the dense Jacobian is too big.
   """
+  def stability(term):
+    return torch.relu(torch.log(term) - 2 * math.log(target)) if target else torch.log(term)
+
   theta = theta.float().clone().requires_grad_(True)
   optimizer = torch.optim.Adam([theta], lr=learning_rate)
   schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
   g = torch.Generator().manual_seed(seed + 2)
+  u = torch.randn(f.num_weights, generator=g)
+  u /= u.norm()
+  stretch = float('nan')
   for i in range(steps):
+    if nu:
+      with torch.no_grad():
+        for _ in range(3):
+          ju = torch.func.jvp(f, (theta.detach(),), (u,))[1]
+          stretch = float(ju.norm())
+          u = ju / ju.norm()
     optimizer.zero_grad()
     r = f(theta) - theta
     value = (r @ r) / (theta @ theta)
     loss = torch.log(value)
     if mu:
       xi = torch.randn(f.num_weights, generator=g)
-      loss = loss + mu * torch.log(torch.func.jvp(f, (theta,), (xi,))[1].pow(2).sum()
+      loss = loss + mu * stability(torch.func.jvp(f, (theta,), (xi,))[1].pow(2).sum()
                                    / xi.pow(2).sum())
+    if nu:
+      loss = loss + nu * stability(torch.func.jvp(f, (theta,), (u,))[1].pow(2).sum())
     loss.backward()
     optimizer.step()
     schedule.step()
     if log_every and (i % log_every == 0 or i == steps - 1):
       print(f'  step {i}: rho {float(value):.3e}, weight RMS '
-            f'{float(theta.pow(2).mean().sqrt()):.3f}', flush=True)
+            f'{float(theta.detach().pow(2).mean().sqrt()):.3f}'
+            + (f', top stretch {stretch:.3f}' if nu else ''), flush=True)
   return theta.detach().double()
 
 
@@ -221,28 +258,35 @@ def noise_test(f32, theta, count, noise, generations, seed=0):
 
 def run(width, activation, gain, seed, steps=300, init_std=0.5, projection_std=None,
         generations=300, perturbations=10, noise=0.02, noise_generations=100, solver='lm',
-        mu=0.0, learning_rate=3e-3, penalty_steps=0, depth=2):
+        mu=0.0, learning_rate=3e-3, penalty_steps=0, depth=2, nu=0.0, start=None, target=0.0):
   """One search: the solution's numbers (a dict, also printed) and what the plot needs.
 
   solver 'lm': dense Levenberg-Marquardt and the dense spectrum (tiny widths); 'adam':
   `solve_adam` and `matrix_free_spectrum` (any width; eigenvalues are then the outer six). With
   penalty_steps > 0, Adam first runs `steps` on rho alone, then `penalty_steps` more with mu
-  (at a third of the learning rate), warm-started from that near-quine.
+  (at a third of the learning rate), warm-started from that near-quine. nu weighs the outlier
+  term of `solve_adam` wherever mu is used, target its hinge. start: theta to start from (None:
+  N(0, init_std^2)).
   """
   f = StandardisedQuine(width, activation, gain, seed, projection_std, depth)
   g = torch.Generator().manual_seed(seed)
-  start = torch.randn(f.num_weights, generator=g, dtype=torch.float64) * init_std
+  if start is None:
+    start = torch.randn(f.num_weights, generator=g, dtype=torch.float64) * init_std
+  elif start.numel() != f.num_weights:
+    raise ValueError(f'the start has {start.numel()} weights, width {width} and depth {depth} '
+                     f'have {f.num_weights}')
   if solver == 'lm':
     theta = solve(f, start, steps)
     jac = torch.func.jacfwd(f)(theta)
     eig = torch.linalg.eigvals(jac).numpy()
     bulk = float(jac.pow(2).mean().sqrt() * math.sqrt(f.num_weights))
   else:
-    theta = solve_adam(f, start, steps, learning_rate, 0.0 if penalty_steps else mu, seed,
-                       log_every=max(1, steps // 10))
+    first = (0.0, 0.0) if penalty_steps else (mu, nu)
+    theta = solve_adam(f, start, steps, learning_rate, first[0], seed,
+                       log_every=max(1, steps // 10), nu=first[1], target=target)
     if penalty_steps:
       theta = solve_adam(f, theta, penalty_steps, learning_rate / 3, mu, seed + 1,
-                         log_every=max(1, penalty_steps // 10))
+                         log_every=max(1, penalty_steps // 10), nu=nu, target=target)
     eig, bulk = matrix_free_spectrum(f, theta, seed=seed)
   u = theta / theta.norm()
   stretch = float(u @ torch.func.jvp(f, (theta,), (u,))[1])
@@ -256,7 +300,9 @@ def run(width, activation, gain, seed, steps=300, init_std=0.5, projection_std=N
              weight_rms=float(theta.pow(2).mean().sqrt()),
              near_bounds=float((theta.abs() >= 0.99).double().mean()),
              spectral_radius=float(np.abs(eig).max()),
-             frobenius_radius=bulk, solver=solver, mu=mu, penalty_steps=penalty_steps,
+             frobenius_radius=bulk, solver=solver, mu=mu, nu=nu, stability_target=target,
+             penalty_steps=penalty_steps,
+             warm_start=start is not None,
              stretch_theta=stretch,
              fertile_generations=fertile, lineage_generations_tried=generations,
              noise=noise, noise_returned=int(returned), perturbations=perturbations)
@@ -265,6 +311,34 @@ def run(width, activation, gain, seed, steps=300, init_std=0.5, projection_std=N
   row['contracting_quine'] = bool(row['exact'] and row['spectral_radius'] < 1)
   print(json.dumps(row), flush=True)
   return row, dict(eigenvalues=eig, rhos=rhos, curves=curves, theta=theta.numpy())
+
+
+def warm_start(path):
+  """(theta float64, the export's setting or None) from a zoo export or a --save_theta .npy.
+
+  An export (a dump folder, or a model folder whose newest version is used) must be a vanilla
+  quine with kernel_norm 'standardise', a hidden activation of this script and a tanh output:
+  the setting is then its width, depth, activation, gain, projection seed and projection std.
+  """
+  if path.endswith('.npy'):
+    return torch.from_numpy(np.load(path).astype(np.float64).reshape(-1)), None
+  from export import dump as dump_lib  # pylint: disable=g-import-not-at-top
+  try:
+    dump = dump_lib.read_dump(dump_lib.find_dump(path), require_onnx=False)
+  except dump_lib.DumpError as e:
+    raise ValueError(str(e)) from e
+  c = dump.config
+  want = dict(kind='vanilla', kernel_norm='standardise', output_activation='tanh')
+  for key, value in want.items():
+    if c.get(key, 'none') != value:
+      raise ValueError(f'this script runs {key} {value!r} quines; the export has '
+                       f'{c.get(key, "none")!r}')
+  if c['activation'] not in _ACTS:
+    raise ValueError(f'hidden activation {c["activation"]!r} is not one of {sorted(_ACTS)}')
+  setting = dict(width=c['width'], depth=c['num_hidden'], activation=c['activation'],
+                 gain=float(c['gain']), seed=c['projection_seed'],
+                 projection_std=c['projection_std'])
+  return torch.from_numpy(dump.theta.astype(np.float64)), setting
 
 
 def self_consistent_point(f, generator_, rounds=8):
@@ -327,8 +401,51 @@ def plot(row, extra, path):
   fig.savefig(path, dpi=110)
 
 
+def plot_frontier(rows, path):
+  """Spectral radius against rho, one series per row label (or depth, width, solver, start)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  def name_of(r):  # a row's 'label', else its depth, width, solver, start and outlier term
+    return r.get('label') or (
+        f'depth {r["depth"]}, width {r["width"]}, {r["solver"]}'
+        + (', warm start' if r.get('warm_start') else '')
+        + (', + outlier term' if r.get('nu') else ''))
+
+  fig, ax = plt.subplots(figsize=(7, 4.8))
+  for i, name in enumerate(sorted({name_of(r) for r in rows})):
+    sel = [r for r in rows if name_of(r) == name]
+    xs = [max(r['rho'], 1e-32) for r in sel]
+    ys = [r['spectral_radius'] for r in sel]
+    ax.scatter(xs, ys, color=f'C{i % 10}', marker='os^vD<>'[i % 7], label=name)
+    for r, x, y in zip(sel, xs, ys):
+      ax.annotate(f'{r.get("mu", 0):g}' + (f'/{r["nu"]:g}' if r.get('nu') else ''), (x, y),
+                  fontsize=6, xytext=(3, 3), textcoords='offset points')
+  ax.axhline(1.0, color='k', ls='--', lw=0.8)
+  ax.axvline(QUINE_RHO, color='k', ls=':', lw=0.8)
+  ax.set_xscale('log')
+  ax.set_yscale('log')
+  ax.set_xlabel('rho (1 = prints zeros)')
+  ax.set_ylabel('spectral radius of J')
+  ax.set_title('a fertile quine sits left of rho = 1e-3 and below 1 (labels: mu[/nu])', fontsize=9)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
 def main(argv):
   del argv
+  if _REPLOT.value:
+    if not _PLOT.value:
+      print('standardised_quines.py: error: --replot needs --plot=PNG', file=sys.stderr)
+      sys.exit(2)
+    rows = []
+    for path in _REPLOT.value:
+      with open(path) as f:
+        rows.extend(json.loads(line) for line in f if line.strip())
+    plot_frontier(rows, _PLOT.value)
+    return
   torch.set_num_threads(1)
   seeds = ([int(s) for s in _SEED_LIST.value] if _SEED_LIST.value else range(_SEEDS.value))
   widths, depths = [int(w) for w in _WIDTHS.value], [int(k) for k in _DEPTHS.value]
@@ -337,13 +454,34 @@ def main(argv):
     for width, depth, act, gain in itertools.product(widths, depths, _ACTIVATIONS.value, gains):
       print(json.dumps(bulk_at_random_point(width, act, gain, seeds[0], depth=depth)), flush=True)
     return
+  activations, projection_std, start = _ACTIVATIONS.value, _PROJECTION_STD.value, None
+  if _WARM_START.value:
+    try:
+      start, setting = warm_start(_WARM_START.value)
+    except (ValueError, OSError) as e:
+      print(f'standardised_quines.py: error: --warm_start={_WARM_START.value}: {e}',
+            file=sys.stderr)
+      sys.exit(2)
+    if setting:  # a zoo export: its architecture and projection
+      widths, depths, activations = [setting['width']], [setting['depth']], [setting['activation']]
+      gains, seeds = [setting['gain']], [setting['seed']]
+      projection_std = setting['projection_std']
+    elif len(widths) * len(depths) * len(activations) * len(gains) * len(seeds) != 1:
+      print('standardised_quines.py: error: --warm_start with a .npy takes one width, depth, '
+            'activation, gain and seed', file=sys.stderr)
+      sys.exit(2)
   results = []
-  for width, depth, act, gain, seed in itertools.product(widths, depths, _ACTIVATIONS.value,
-                                                         gains, seeds):
-    results.append(run(width, act, gain, seed, _STEPS.value, _INIT_STD.value,
-                       _PROJECTION_STD.value, _GENERATIONS.value, _PERTURBATIONS.value,
-                       _NOISE.value, _NOISE_GENERATIONS.value, _SOLVER.value, _MU.value,
-                       _LEARNING_RATE.value, _PENALTY_STEPS.value, depth))
+  for width, depth, act, gain, seed in itertools.product(widths, depths, activations, gains,
+                                                         seeds):
+    try:
+      results.append(run(width, act, gain, seed, _STEPS.value, _INIT_STD.value, projection_std,
+                         _GENERATIONS.value, _PERTURBATIONS.value, _NOISE.value,
+                         _NOISE_GENERATIONS.value, _SOLVER.value, _MU.value, _LEARNING_RATE.value,
+                         _PENALTY_STEPS.value, depth, _NU.value, start, _TARGET.value))
+    except ValueError as e:
+      print(f'standardised_quines.py: error: --warm_start={_WARM_START.value}: {e}',
+            file=sys.stderr)
+      sys.exit(2)
   rows = [r for r, _ in results]
   if _SAVE_THETA.value:
     for row, extra in results:

@@ -100,6 +100,59 @@ class StandardisedQuinesTest(absltest.TestCase):
     self.assertFalse(row['exact'])
     self.assertFalse(row['contracting_quine'])
 
+  def test_outlier_term_pulls_the_top_eigenvalue_in(self):
+    f = standardised_quines.StandardisedQuine(6, 'tanh', 1.0, 0, depth=1)
+    start = torch.randn(f.num_weights, generator=torch.Generator().manual_seed(0),
+                        dtype=torch.float64) * 0.5
+    radius = {}
+    for nu in (0.0, 1.0):
+      theta = standardised_quines.solve_adam(f, start, 300, nu=nu)
+      radius[nu] = float(torch.linalg.eigvals(torch.func.jacfwd(f)(theta)).abs().max())
+    self.assertLess(radius[1.0], 0.8 * radius[0.0])
+
+  def test_stability_terms_below_their_target_leave_rho_alone(self):
+    f = standardised_quines.StandardisedQuine(5, 'tanh', 1.0, 0, depth=1)
+    start = torch.randn(f.num_weights, generator=torch.Generator().manual_seed(1),
+                        dtype=torch.float64) * 0.5
+    plain = standardised_quines.solve_adam(f, start, 50)
+    hinged = standardised_quines.solve_adam(f, start, 50, mu=10.0, nu=10.0, target=100.0)
+    np.testing.assert_allclose(hinged.numpy(), plain.numpy(), rtol=1e-6, atol=1e-7)
+    pushed = standardised_quines.solve_adam(f, start, 50, mu=10.0, nu=10.0, target=0.1)
+    self.assertGreater(float((pushed - plain).norm()), 1e-3)
+
+  def test_frontier_plot_is_a_png(self):
+    path = os.path.join(self.create_tempdir().full_path, 'frontier.png')
+    rows = [dict(depth=1, width=142, solver='adam', rho=2e-3, spectral_radius=0.9, mu=10.0,
+                 nu=10.0, warm_start=True),
+            dict(label='zoo LM', depth=2, width=100, solver='lm', rho=3e-4, spectral_radius=1.3)]
+    standardised_quines.plot_frontier(rows, path)
+    with open(path, 'rb') as f:
+      self.assertEqual(f.read(8), b'\x89PNG\r\n\x1a\n')
+
+  def test_warm_start_from_a_zoo_export_is_the_same_network(self):
+    from export import saved_model  # pylint: disable=g-import-not-at-top
+    from export import testing  # pylint: disable=g-import-not-at-top
+    from models.config import ModelConfig  # pylint: disable=g-import-not-at-top
+    base = self.create_tempdir().full_path
+    config = ModelConfig(width=5, num_hidden=1, activation='tanh', output_activation='tanh',
+                         kernel_norm='standardise', gain=1.3, projection_std=0.2,
+                         projection_seed=4)
+    model = testing.make_workdir(os.path.join(base, 'run'), config, scale=2.0)
+    saved_model.export_workdir(os.path.join(base, 'run'), os.path.join(base, 'x'), 'q')
+    theta, setting = standardised_quines.warm_start(os.path.join(base, 'x', 'q'))
+    self.assertEqual(setting, dict(width=5, depth=1, activation='tanh', gain=1.3, seed=4,
+                                   projection_std=0.2))
+    np.testing.assert_array_equal(theta.numpy(), model.flatten().numpy())
+    f = standardised_quines.StandardisedQuine(5, 'tanh', 1.3, 4, 0.2, depth=1)
+    want = model.predict_weights(np.arange(config.num_weights)).numpy()
+    np.testing.assert_allclose(f(theta).numpy(), want, rtol=1e-5, atol=1e-6)
+    # an export of the paper's architecture is refused, naming what differs
+    testing.make_workdir(os.path.join(base, 'paper'), ModelConfig(width=4))
+    saved_model.export_workdir(os.path.join(base, 'paper'), os.path.join(base, 'x'), 'paper')
+    with self.assertRaisesRegex(ValueError, "kernel_norm 'standardise' quines; the export has "
+                                            "'none'"):
+      standardised_quines.warm_start(os.path.join(base, 'x', 'paper'))
+
 
 if __name__ == '__main__':
   absltest.main()
