@@ -1,9 +1,9 @@
 r"""Contracting quines at tiny widths (and the same variant at the paper's size): weight-standardised
 hidden kernels and a tanh output.
 
-A prototype of an architecture variant that is not (yet) one of `models.architecture`'s: the
-zoo's vanilla quine (coordinate -> fixed projection -> 2 hidden layers -> 1 output, no biases) with
-two changes that break the homogeneity which pins the paper architecture's stretch along theta at
+Searches on the zoo's architecture variant `kernel_norm='standardise'` with a tanh output
+(`models.architecture`, run here on its PyTorch backend): the zoo's vanilla quine (coordinate ->
+fixed projection -> 2 hidden layers -> 1 output, no biases) with two changes that break the homogeneity which pins the paper architecture's stretch along theta at
 ~3 (docs/QUINES.md):
 
   h1 = act(gain * p_c @ S(W1)),  h2 = act(gain * h1 @ S(W2)),  f_theta(c) = tanh(h2 @ v),
@@ -52,7 +52,9 @@ import numpy as np
 import scipy.sparse.linalg as sla
 import torch
 
-from models import generator
+from models import architecture
+from models import backends
+from models.config import ModelConfig
 
 _WIDTHS = flags.DEFINE_list('widths', ['4'], 'Hidden widths.')
 _ACTIVATIONS = flags.DEFINE_list('activations', ['tanh', 'selu'], 'Hidden activations.')
@@ -98,30 +100,32 @@ _PLOT = flags.DEFINE_string('plot', None, 'PNG: spectrum and lineage of the most
 
 QUINE_RHO = 1e-3
 EXACT_RHO = 1e-20  # a fixed point to float64 precision (the solver's target is 1e-26)
-_ACTS = {'tanh': torch.tanh, 'selu': torch.nn.functional.selu, 'sin': torch.sin}
+_HIDDEN_ACTIVATIONS = ('tanh', 'selu', 'sin')  # zoo registry entries (sin: frequency 1)
 
 
 class StandardisedQuine:
-  """The variant's regeneration map theta [N] -> f_theta(C) [N] in torch, any float dtype."""
+  """The variant's regeneration map theta [N] -> f_theta(C) [N] in torch, any float dtype.
+
+  The network is the zoo's own (`models.architecture` on the PyTorch backend) for the ModelConfig
+  `config`: kernel_norm 'standardise', a tanh output, `depth` hidden layers.
+  """
 
   def __init__(self, width, activation='tanh', gain=1.0, seed=0, projection_std=None, depth=2):
-    self.width, self.gain, self.depth = width, float(gain), depth
-    self.act = _ACTS[activation]
-    self.num_weights = depth * width * width + width
-    std = projection_std or 1.0 / math.sqrt(width)
-    self.rows = torch.from_numpy(generator.projection_rows(
-        seed, np.arange(self.num_weights), width, std).astype(np.float64))
+    self.width, self.depth = width, depth
+    self.config = ModelConfig(width=width, num_hidden=depth, activation=activation,
+                              output_activation='tanh', kernel_norm='standardise',
+                              gain=float(gain), projection_seed=seed,
+                              projection_std=projection_std or 1.0 / math.sqrt(width))
+    self.arch = architecture.Architecture(self.config)
+    self.num_weights = self.arch.num_weights
+    self.rows = torch.from_numpy(
+        self.arch.projections['coordinate'].rows().astype(np.float64))
     self._rows32 = self.rows.float()
 
-  def _standardise(self, w):
-    return self.gain * w / (w.pow(2).mean().sqrt() * math.sqrt(w.shape[0]))
-
   def __call__(self, theta):
-    h = self.rows if theta.dtype == torch.float64 else self._rows32
-    *kernels, v = self.layers(theta)
-    for w in kernels:
-      h = self.act(h @ self._standardise(w))
-    return torch.tanh(h @ v)[:, 0]
+    rows = self.rows if theta.dtype == torch.float64 else self._rows32
+    weights = dict(zip(self.arch.weight_names, self.layers(theta)))
+    return self.arch.predict_weights(backends.torch(), weights, rows)
 
   def layers(self, theta):
     """theta's views as the hidden kernels W1..W_depth [width, width] and v [width, 1]."""
@@ -272,9 +276,6 @@ def run(width, activation, gain, seed, steps=300, init_std=0.5, projection_std=N
   g = torch.Generator().manual_seed(seed)
   if start is None:
     start = torch.randn(f.num_weights, generator=g, dtype=torch.float64) * init_std
-  elif start.numel() != f.num_weights:
-    raise ValueError(f'the start has {start.numel()} weights, width {width} and depth {depth} '
-                     f'have {f.num_weights}')
   if solver == 'lm':
     theta = solve(f, start, steps)
     jac = torch.func.jacfwd(f)(theta)
@@ -333,8 +334,9 @@ def warm_start(path):
     if c.get(key, 'none') != value:
       raise ValueError(f'this script runs {key} {value!r} quines; the export has '
                        f'{c.get(key, "none")!r}')
-  if c['activation'] not in _ACTS:
-    raise ValueError(f'hidden activation {c["activation"]!r} is not one of {sorted(_ACTS)}')
+  if c['activation'] not in _HIDDEN_ACTIVATIONS:
+    raise ValueError(f'hidden activation {c["activation"]!r} is not one of '
+                     f'{list(_HIDDEN_ACTIVATIONS)}')
   setting = dict(width=c['width'], depth=c['num_hidden'], activation=c['activation'],
                  gain=float(c['gain']), seed=c['projection_seed'],
                  projection_std=c['projection_std'])
@@ -473,15 +475,15 @@ def main(argv):
   results = []
   for width, depth, act, gain, seed in itertools.product(widths, depths, activations, gains,
                                                          seeds):
-    try:
-      results.append(run(width, act, gain, seed, _STEPS.value, _INIT_STD.value, projection_std,
-                         _GENERATIONS.value, _PERTURBATIONS.value, _NOISE.value,
-                         _NOISE_GENERATIONS.value, _SOLVER.value, _MU.value, _LEARNING_RATE.value,
-                         _PENALTY_STEPS.value, depth, _NU.value, start, _TARGET.value))
-    except ValueError as e:
-      print(f'standardised_quines.py: error: --warm_start={_WARM_START.value}: {e}',
-            file=sys.stderr)
+    if start is not None and start.numel() != depth * width * width + width:
+      print(f'standardised_quines.py: error: --warm_start={_WARM_START.value}: it has '
+            f'{start.numel()} weights, width {width} and depth {depth} have '
+            f'{depth * width * width + width}', file=sys.stderr)
       sys.exit(2)
+    results.append(run(width, act, gain, seed, _STEPS.value, _INIT_STD.value, projection_std,
+                       _GENERATIONS.value, _PERTURBATIONS.value, _NOISE.value,
+                       _NOISE_GENERATIONS.value, _SOLVER.value, _MU.value, _LEARNING_RATE.value,
+                       _PENALTY_STEPS.value, depth, _NU.value, start, _TARGET.value))
   rows = [r for r, _ in results]
   if _SAVE_THETA.value:
     for row, extra in results:

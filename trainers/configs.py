@@ -198,9 +198,9 @@ PRESETS = {
     'small': TrainConfig(model=ModelConfig(width=30), num_epochs=30),
     # Not in the paper: the most contracting quine found, a fertile one (docs/QUINES.md). The
     # architecture variant: weight-standardised tanh hidden layers and a tanh output, width 4
-    # (N = 36), projection std 1/sqrt(4); solved by 'fixed_point'. Every regeneration map's
-    # eigenvalue is inside the unit circle at the solution (radius 0.854): its descendants are
-    # quines for ever and perturbed copies return. 7 of init seeds 0-9 reach it with this
+    # (N = 36), projection std 1/sqrt(4); solved by 'fixed_point'. Every eigenvalue of the
+    # regeneration map's Jacobian is inside the unit circle at the solution (radius 0.854): its
+    # descendants are quines for ever and perturbed copies return. 7 of init seeds 0-9 reach it with this
     # projection; the default, 2, is the first of them.
     'stable': TrainConfig(
         model=ModelConfig(width=4, activation='tanh', output_activation='tanh',
