@@ -404,7 +404,10 @@ def plot(row, extra, path):
 
 
 def plot_frontier(rows, path):
-  """Spectral radius against rho, one series per row label (or depth, width, solver, start)."""
+  """Spectral radius against rho, one series per row label (or depth, width, solver, start).
+
+  Each point is annotated with its row's `annotation`, else its mu[/nu].
+  """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -422,7 +425,9 @@ def plot_frontier(rows, path):
     ys = [r['spectral_radius'] for r in sel]
     ax.scatter(xs, ys, color=f'C{i % 10}', marker='os^vD<>'[i % 7], label=name)
     for r, x, y in zip(sel, xs, ys):
-      ax.annotate(f'{r.get("mu", 0):g}' + (f'/{r["nu"]:g}' if r.get('nu') else ''), (x, y),
+      text = r.get('annotation') or (f'{r.get("mu", 0):g}'
+                                     + (f'/{r["nu"]:g}' if r.get('nu') else ''))
+      ax.annotate(text, (x, y),
                   fontsize=6, xytext=(3, 3), textcoords='offset points')
   ax.axhline(1.0, color='k', ls='--', lw=0.8)
   ax.axvline(QUINE_RHO, color='k', ls=':', lw=0.8)
@@ -430,7 +435,7 @@ def plot_frontier(rows, path):
   ax.set_yscale('log')
   ax.set_xlabel('rho (1 = prints zeros)')
   ax.set_ylabel('spectral radius of J')
-  ax.set_title('a fertile quine sits left of rho = 1e-3 and below 1 (labels: mu[/nu])', fontsize=9)
+  ax.set_title('a fertile quine sits left of rho = 1e-3 and below 1 (labels: mu[/nu] or the gain g)', fontsize=9)
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)

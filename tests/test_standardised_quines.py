@@ -124,7 +124,8 @@ class StandardisedQuinesTest(absltest.TestCase):
     path = os.path.join(self.create_tempdir().full_path, 'frontier.png')
     rows = [dict(depth=1, width=142, solver='adam', rho=2e-3, spectral_radius=0.9, mu=10.0,
                  nu=10.0, warm_start=True),
-            dict(label='zoo LM', depth=2, width=100, solver='lm', rho=3e-4, spectral_radius=1.3)]
+            dict(label='zoo LM', depth=2, width=100, solver='lm', rho=3e-4, spectral_radius=1.3,
+                 annotation='g 0.7')]
     standardised_quines.plot_frontier(rows, path)
     with open(path, 'rb') as f:
       self.assertEqual(f.read(8), b'\x89PNG\r\n\x1a\n')
