@@ -435,7 +435,8 @@ def plot_frontier(rows, path):
   ax.set_yscale('log')
   ax.set_xlabel('rho (1 = prints zeros)')
   ax.set_ylabel('spectral radius of J')
-  ax.set_title('a fertile quine sits left of rho = 1e-3 and below 1 (labels: mu[/nu] or the gain g)', fontsize=9)
+  ax.set_title('a fertile quine sits left of rho = 1e-3 and below 1 '
+               '(labels: mu[/nu] or the gain g)', fontsize=9)
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
