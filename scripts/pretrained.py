@@ -113,10 +113,16 @@ ENTRIES = (
     Entry('exact_w10', 'A near-exact fixed point at width 10 (N = 210).', _EXACT_W10,
           'fixed_point (float64), 200 LM steps', run='fixed_point_w10_s0'),
     Entry('stable_w4', 'A fertile quine (N = 36): weight-standardised tanh hidden layers and a '
-          'tanh output (--preset=stable), a contracting fixed point of regeneration (spectral '
+          'tanh output (--preset=stable_w4), a contracting fixed point of regeneration (spectral '
           'radius < 1): all 300 descendants are quines and perturbed copies return.',
-          'python trainers/train_vanilla.py --workdir={workdir} --preset=stable',
+          'python trainers/train_vanilla.py --workdir={workdir} --preset=stable_w4',
           'fixed_point, 80 LM iterations'),
+    Entry('stable_w142', 'A fertile quine of the paper\'s size (N = 20,306): one '
+          'weight-standardised ReLU hidden layer of 142 and a tanh output (--preset=stable). The '
+          'paper\'s regeneration finds it from the initial weights: an attracting fixed point '
+          '(spectral radius 0.67), so all 300 descendants are quines and perturbed copies return.',
+          'python trainers/train_vanilla.py --workdir={workdir} --preset=stable',
+          'regenerate, 100 generations'),
     Entry('aux_paper', 'The paper\'s auxiliary quine (classifies MNIST and predicts its weights), '
           'trained as the paper trains it: 30 Adamax epochs, lambda = 0.01. It classifies; it '
           'does not replicate (rho ~1).',

@@ -2,6 +2,9 @@ r"""Trains a vanilla neural network quine (Chang & Lipson 2018): a network that 
 
 Examples (from the repository root, with the virtual environment set up as the README says):
 
+  # A fertile quine of the paper's size (N = 20,306): its descendants are quines for ever.
+  python trainers/train_vanilla.py --workdir=runs/stable --preset=stable
+
   # The paper's best method: alternate 1 Adamax epoch and 1 regeneration, 10 generations.
   python trainers/train_vanilla.py --workdir=runs/alternate --method=alternate
 
@@ -11,7 +14,7 @@ Examples (from the repository root, with the virtual environment set up as the R
   tensorboard --logdir=runs
 
 Rerunning a command resumes its workdir from the last checkpoint. Presets: paper (default), stable,
-paper_alternate, small, tiny.
+stable_w4, paper_alternate, small, tiny.
 """
 
 import os
