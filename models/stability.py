@@ -193,6 +193,58 @@ def regeneration_pass(model):
   return lambda theta: forward(tf.constant(np.asarray(theta, np.float32))).numpy()
 
 
+def regenerate(model, generations):
+  """The paper's regeneration, theta <- f_theta(C), applied to the model's weights in place.
+
+  It runs `generations` times in float32, or stops before the first non-finite child. It can only
+  converge to an attracting (contracting) fixed point, so reaching a quine this way shows that the
+  quine is fertile.
+
+  Returns:
+    How many regenerations ran.
+  """
+  regenerate_once = regeneration_pass(model)
+  theta = model.flatten().numpy()
+  done = 0
+  while done < generations:
+    child = regenerate_once(theta)
+    if not np.all(np.isfinite(child)):
+      break
+    theta, done = child, done + 1
+  model.assign_flat(tf.constant(theta))
+  return done
+
+
+def weight_shape(model, bins=200):
+  """How a quine's weights are spread, and how much of them one number per coordinate explains.
+
+  projection_sum_r2 is the share of the weights' variance explained by a function of
+  u_c = sum_k P[c, k], the sum of coordinate c's projection row. The fit is theta averaged over
+  quantile bins of u, at most `bins` of them and at least 100 weights each. The share is ~0 for
+  weights unrelated to u, and 1 when theta_c = g(u_c).
+
+  Returns:
+    dict: weight_mean, weight_std, projection_sum_r2, and near_bounds (the share of weights within
+    1% of the output activation's bounds) when that activation is bounded.
+  """
+  theta = model.flatten().numpy().astype(np.float64)
+  bins = max(1, min(bins, theta.size // 100))
+  u = model.architecture.projections['coordinate'].rows().astype(np.float64).sum(axis=1)
+  fit = np.empty_like(theta)
+  for part in np.array_split(np.argsort(u), bins):
+    fit[part] = theta[part].mean()
+  variance = np.sum((theta - theta.mean()) ** 2)
+  shape = {'weight_mean': float(theta.mean()), 'weight_std': float(theta.std()),
+           'projection_sum_r2': float(1 - np.sum((theta - fit) ** 2) / variance)
+                                if variance else 0.0}
+  bounds = model.architecture.output_activation.bounds
+  if bounds:
+    margin = 0.01 * (bounds[1] - bounds[0]) / 2
+    shape['near_bounds'] = float(np.mean((theta <= bounds[0] + margin)
+                                         | (theta >= bounds[1] - margin)))
+  return shape
+
+
 def analyse(model, config=StabilityConfig()):
   """The stability report of a vanilla quine at its current weights.
 

@@ -1,6 +1,6 @@
 r"""Are the zoo's quines fertile? The spectral radius of regeneration at the fixed points it finds.
 
-Three experiments, each printing one JSON line per run and writing a plot:
+Four experiments, each printing one JSON line per run and writing a plot:
 
   fixed_points  for each activation (hidden / output), width and seed: solve f_theta(C) = theta
                 with the fixed-point solver from the initial weights (float64 LM), then measure the
@@ -19,6 +19,12 @@ Three experiments, each printing one JSON line per run and writing a plot:
                 Hutchinson estimate of ||J^k||_F^2 / N). Fresh noise every step. With
                 --sink_generations=0 the term is that linear estimate itself, ||J xi||^2 / ||xi||^2
                 by a Jacobian-vector product (Bai, Koltun and Kolter's Jacobian regulariser).
+  regeneration  for each width and gain of the weight standardisation (--kernel_norm=standardise):
+                regenerate the initial weights --generations times (the paper's method; it finds
+                attracting fixed points only), then measure the result's stability, the share of
+                weights within 1% of the output activation's bounds, and how much of the weights'
+                variance one number explains (the sum of the coordinate's projection row). The plot
+                is the spectral radius and the saturation against the gain.
 
   python scripts/fertility_survey.py --experiment=fixed_points --widths=4,6,8 \
       --activations=selu/linear,tanh/linear,sin/linear --seeds=0,1,2 --output=/tmp/fp.jsonl
@@ -26,6 +32,8 @@ Three experiments, each printing one JSON line per run and writing a plot:
       --activations=sin/linear,tanh/linear --seeds=0,1 --output=/tmp/penalty.jsonl
   python scripts/fertility_survey.py --experiment=sink --pretrained=fixed_point_w100_s0 \
       --mus=0,0.01,0.1,1 --steps=300 --output=/tmp/sink_w100.jsonl
+  python scripts/fertility_survey.py --experiment=regeneration --activations=relu/tanh \
+      --widths=142 --gains=0.35,0.4,0.45,0.5,0.6 --seeds=0 --output=/tmp/regen_w142.jsonl
 """
 
 import itertools
@@ -44,7 +52,8 @@ from models import stability
 from models.config import ModelConfig
 from trainers import fixed_point
 
-_EXPERIMENT = flags.DEFINE_enum('experiment', 'fixed_points', ['fixed_points', 'penalty', 'sink'],
+_EXPERIMENT = flags.DEFINE_enum('experiment', 'fixed_points',
+                                ['fixed_points', 'penalty', 'sink', 'regeneration'],
                                 'Which experiment.')
 _WIDTHS = flags.DEFINE_list('widths', ['4', '6', '8'], 'Hidden widths.')
 _ACTIVATIONS = flags.DEFINE_list('activations', ['selu/linear', 'tanh/linear', 'sin/linear'],
@@ -66,19 +75,24 @@ _SOLVER_STEPS = flags.DEFINE_integer('solver_steps', 160,
 _PROBES = flags.DEFINE_integer('probes', 2, 'sink: perturbed copies per step.')
 _LEARNING_RATE = flags.DEFINE_float(
     'learning_rate', 1e-3, 'sink: Adam step relative to the weight RMS (cosine decay to 0).')
+_GAINS = flags.DEFINE_list('gains', ['0.4'], 'regeneration: gains of the weight standardisation.')
+_NUM_HIDDEN = flags.DEFINE_integer('num_hidden', 1, 'regeneration: hidden layers.')
+_GENERATIONS = flags.DEFINE_integer('generations', 100,
+                                    'regeneration: regenerations of the initial weights.')
 _OUTPUT = flags.DEFINE_string('output', None, 'JSON lines file.')
 _REPLOT = flags.DEFINE_list('replot', None, 'Run nothing: plot the rows of these JSON lines files '
                             '(earlier --output files, e.g. one per width) into --plot.')
-_PLOT = flags.DEFINE_string('plot', None, 'PNG: spectral radius against rho.')
+_PLOT = flags.DEFINE_string('plot', None, 'PNG: spectral radius against rho (regeneration: '
+                            'against the gain).')
 
 _SMOOTHING = (0.3, 0.1, 0.03, 0.01, 0.003, 0.0)  # tiny quines' kinks need wide smoothing
 _MIN_RMS = 0.03  # about half the paper initialisation's weight RMS (0.0577)
 
 
-def _config(pair, width, seed):
+def _config(pair, width, seed, **fields):
   hidden, output = pair.split('/')
   return ModelConfig(width=width, activation=hidden, output_activation=output, init_seed=seed,
-                     projection_seed=seed)
+                     projection_seed=seed, **fields)
 
 
 def _fixed_point(config, steps):
@@ -211,6 +225,51 @@ def _plot(rows, path):
   fig.savefig(path, dpi=110)
 
 
+def _plot_gains(rows, path):
+  """The regeneration experiment: spectral radius (bulk dashed) and saturation against the gain."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
+  fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4.2))
+  keys = sorted({(r['activations'], r['width'], r['num_hidden']) for r in rows},
+                key=lambda k: (k[1], k[0], k[2]))
+  for i, key in enumerate(keys):
+    sel = sorted((r for r in rows if (r['activations'], r['width'], r['num_hidden']) == key),
+                 key=lambda r: r['gain'])
+    quines = [r for r in sel if r['rho'] <= stability.QUINE_RHO]
+    label = f'{key[0]}, {key[2]} x {key[1]} (N = {sel[0]["n"]:,})'
+    color = f'C{i % 10}'
+    ax.plot([r['gain'] for r in quines], [r['spectral_radius'] for r in quines], 'o-',
+            color=color, label=label)
+    ax.plot([r['gain'] for r in quines], [r['frobenius_radius'] for r in quines], '--',
+            color=color, lw=0.8)
+    collapsed = [r for r in sel if r['rho'] > stability.QUINE_RHO]
+    ax.scatter([r['gain'] for r in collapsed], [0.05] * len(collapsed), marker='x', color=color)
+    bx.plot([r['gain'] for r in quines], [100 * r['near_bounds'] for r in quines], 'o-',
+            color=color, label=label)
+  gains = sorted({r['gain'] for r in rows})
+  for axis in (ax, bx):
+    axis.set_xscale('log')
+    axis.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(
+        [g for g in (0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 10)
+         if gains[0] <= g <= gains[-1]]))
+    axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter('%g'))
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+  ax.axhline(1.0, color='k', ls='--', lw=0.8)
+  ax.set_ylim(0, None)
+  ax.set_xlabel('gain of the weight standardisation')
+  ax.set_ylabel('spectral radius of J (dashed: bulk)')
+  ax.set_title('below 1: every descendant is a quine; x: regeneration went to zero', fontsize=9)
+  bx.legend(fontsize=7, loc='upper left')
+  bx.axhline(10, color='k', ls='--', lw=0.8)
+  bx.set_xlabel('gain of the weight standardisation')
+  bx.set_ylabel("% of weights within 1% of tanh's bounds")
+  bx.set_title('saturation (the target allows at most 10%)', fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
 def main(argv):
   del argv
   rows = []
@@ -218,7 +277,7 @@ def main(argv):
     for path in _REPLOT.value:
       with open(path) as f:
         rows.extend(json.loads(line) for line in f if line.strip())
-    _plot(rows, _PLOT.value)
+    (_plot_gains if _EXPERIMENT.value == 'regeneration' else _plot)(rows, _PLOT.value)
     return
   if _EXPERIMENT.value == 'sink' and _PRETRAINED.value:
     name = _PRETRAINED.value
@@ -231,6 +290,17 @@ def main(argv):
   grid = itertools.product(_ACTIVATIONS.value, [int(w) for w in _WIDTHS.value],
                            [int(s) for s in _SEEDS.value])
   for pair, width, seed in grid:
+    if _EXPERIMENT.value == 'regeneration':
+      for gain in (float(g) for g in _GAINS.value):
+        config = _config(pair, width, seed, num_hidden=_NUM_HIDDEN.value,
+                         kernel_norm='standardise', gain=gain)
+        model = build_quine(config)
+        initial_rms = float(np.sqrt(np.mean(model.flatten().numpy() ** 2)))
+        done = stability.regenerate(model, _GENERATIONS.value)
+        rows.append(_measure(model, activations=pair, width=width, seed=seed, gain=gain,
+                             num_hidden=_NUM_HIDDEN.value, generations=done,
+                             initial_weight_rms=initial_rms, **stability.weight_shape(model)))
+      continue
     config = _config(pair, width, seed)
     if _EXPERIMENT.value == 'fixed_points':
       rows.append(_measure(_fixed_point(config, _STEPS.value), activations=pair, width=width, seed=seed))
@@ -253,7 +323,7 @@ def _write(rows):
     with open(_OUTPUT.value, 'w') as f:
       f.writelines(json.dumps(r) + '\n' for r in rows)
   if _PLOT.value:
-    _plot(rows, _PLOT.value)
+    (_plot_gains if _EXPERIMENT.value == 'regeneration' else _plot)(rows, _PLOT.value)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,5 @@
-"""Tests of models/stability.py: the spectrum of J, lineages and the noise test."""
+"""Tests of models/stability.py: the spectrum of J, lineages, the noise test, regeneration to an
+attractor and the weights' profile."""
 
 from absl.testing import absltest
 import numpy as np
@@ -8,6 +9,7 @@ from conftest import tiny_model_config  # pylint: disable=g-bad-import-order
 from models import build_quine
 from models import linearization
 from models import stability
+from models.config import ModelConfig
 from trainers import fixed_point
 
 
@@ -76,6 +78,57 @@ class LineageTest(tf.test.TestCase):
                              threshold=np.inf)
     self.assertEqual(line['diverged_at'], 2)  # 1e30 is finite in float32, 1e60 is not
     self.assertEqual(line['fertile_generations'], 0)  # generation 1's rho needs generation 2
+
+
+def _relu_readout(gain, width=8):
+  """The --preset=stable architecture at a tiny width."""
+  return ModelConfig(width=width, num_hidden=1, activation='relu', output_activation='tanh',
+                     kernel_norm='standardise', gain=gain)
+
+
+class RegenerateTest(tf.test.TestCase):
+
+  def test_regeneration_reaches_a_contracting_quine_above_the_threshold_gain(self):
+    # Width 8 (N = 72), gain 6: the initial weights regenerate to an attracting fixed point.
+    model = build_quine(_relu_readout(6.0))
+    initial_rms = np.sqrt(np.mean(model.flatten().numpy() ** 2))
+    self.assertEqual(stability.regenerate(model, 100), 100)
+    theta = model.flatten().numpy()
+    self.assertGreater(np.sqrt(np.mean(theta ** 2)), initial_rms)
+    jacobian = stability.Jacobian(model)
+    rho = np.sum((jacobian.predictions - jacobian.theta) ** 2) / np.sum(jacobian.theta ** 2)
+    self.assertLess(rho, 1e-12)
+    self.assertLess(np.abs(stability.outer_eigenvalues(jacobian)[0]), 1.0)
+    self.assertTrue(np.all(theta >= 0))  # h >= 0 and v >= 0: the readout adds up coherently
+
+  def test_below_the_threshold_gain_regeneration_goes_to_zero(self):
+    model = build_quine(_relu_readout(2.0))
+    stability.regenerate(model, 100)
+    self.assertLess(np.sqrt(np.mean(model.flatten().numpy() ** 2)), 1e-6)
+
+  def test_regeneration_stops_before_a_non_finite_child(self):
+    model = build_quine(tiny_model_config(width=4))
+    model.assign_flat(model.flatten() * 1e30)  # SELU, linear output: the child overflows
+    self.assertLess(stability.regenerate(model, 5), 5)
+    self.assertTrue(np.all(np.isfinite(model.flatten().numpy())))
+
+
+class WeightShapeTest(tf.test.TestCase):
+
+  def test_the_share_explained_by_the_projection_sum(self):
+    model = build_quine(_relu_readout(1.0, width=40))  # N = 1,640: 16 bins of ~100
+    u = model.architecture.projections['coordinate'].rows().astype(np.float64).sum(axis=1)
+    profile = np.tanh(3 * u / u.std())
+    model.assign_flat(tf.constant(profile, tf.float32))
+    shape = stability.weight_shape(model)
+    self.assertGreater(shape['projection_sum_r2'], 0.95)
+    self.assertAllClose(shape['near_bounds'], np.mean(np.abs(profile) >= 0.99), atol=2e-3)
+    self.assertGreater(shape['near_bounds'], 0.1)
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, model.num_weights)
+    model.assign_flat(tf.constant(noise, tf.float32))
+    shape = stability.weight_shape(model)
+    self.assertLess(shape['projection_sum_r2'], 0.05)
+    self.assertEqual(shape['near_bounds'], 0.0)
 
 
 if __name__ == '__main__':
