@@ -130,8 +130,10 @@ def build_lineage(root, framework, generations, output_dir, check_frameworks=(),
 def lineage_png(rows, title=''):
   """A figure of the lineage: rho and L_SR, weight RMS, distance to the parent, test accuracy."""
   gens = [r['generation'] for r in rows]
+  # log: True, False, or 'auto' (log unless the values span less than a factor of 2, where a
+  # log axis repeats one tick label: a fertile lineage's weight RMS).
   panels = [('rho = L_SR / sum(theta^2)', 'rho', True), ('L_SR', 'l_sr', True),
-            ('weight RMS', 'weight_rms', True),
+            ('weight RMS', 'weight_rms', 'auto'),
             ('distance to parent / |parent|', 'relative_distance', True)]
   if any('test_accuracy' in r for r in rows):
     panels.append(('test accuracy', 'test_accuracy', False))
@@ -143,7 +145,8 @@ def lineage_png(rows, title=''):
     dropped = sum(r.get(key) is not None for r in rows) - len(points)
     if points:
       ax.plot(*zip(*points), 'o-' if len(gens) <= 30 else '-')
-    if log and points:
+    values = [v for _, v in points]
+    if points and (log is True or (log == 'auto' and max(values) >= 2 * min(values))):
       ax.set_yscale('log')
     ax.set_xlabel('generation')
     ax.set_title(label + (f' ({dropped} zero{"s" * (dropped > 1)} not shown)' if dropped else ''),
@@ -151,7 +154,7 @@ def lineage_png(rows, title=''):
     if len(gens) <= 12:
       ax.set_xticks(gens)
     else:  # a long lineage: a few integer ticks
-      ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+      ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=5, integer=True))
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()
   buf = io.BytesIO()
