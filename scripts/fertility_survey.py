@@ -38,6 +38,7 @@ Four experiments, each printing one JSON line per run and writing a plot:
 
 import itertools
 import json
+import sys
 
 from absl import app
 from absl import flags
@@ -287,20 +288,23 @@ def main(argv):
                            seed=0, mu=mu, sink_generations=_SINK_GENERATIONS.value))
     _write(rows)
     return
+  if _EXPERIMENT.value == 'regeneration':
+    try:
+      runs = _regeneration_runs()
+    except ValueError as e:
+      sys.exit(f'fertility_survey.py: error: {e}')
+    for config, pair in runs:
+      model = build_quine(config)
+      initial_rms = float(np.sqrt(np.mean(model.flatten().numpy() ** 2)))
+      done = stability.regenerate(model, _GENERATIONS.value)
+      rows.append(_measure(model, activations=pair, width=config.width, seed=config.init_seed,
+                           gain=config.gain, num_hidden=config.num_hidden, generations=done,
+                           initial_weight_rms=initial_rms, **stability.weight_shape(model)))
+    _write(rows)
+    return
   grid = itertools.product(_ACTIVATIONS.value, [int(w) for w in _WIDTHS.value],
                            [int(s) for s in _SEEDS.value])
   for pair, width, seed in grid:
-    if _EXPERIMENT.value == 'regeneration':
-      for gain in (float(g) for g in _GAINS.value):
-        config = _config(pair, width, seed, num_hidden=_NUM_HIDDEN.value,
-                         kernel_norm='standardise', gain=gain)
-        model = build_quine(config)
-        initial_rms = float(np.sqrt(np.mean(model.flatten().numpy() ** 2)))
-        done = stability.regenerate(model, _GENERATIONS.value)
-        rows.append(_measure(model, activations=pair, width=width, seed=seed, gain=gain,
-                             num_hidden=_NUM_HIDDEN.value, generations=done,
-                             initial_weight_rms=initial_rms, **stability.weight_shape(model)))
-      continue
     config = _config(pair, width, seed)
     if _EXPERIMENT.value == 'fixed_points':
       rows.append(_measure(_fixed_point(config, _STEPS.value), activations=pair, width=width, seed=seed))
@@ -316,6 +320,31 @@ def main(argv):
         rows.append(_measure(_penalty(config, mu), activations=pair, width=width, seed=seed,
                              mu=mu))
   _write(rows)
+
+
+def _regeneration_runs():
+  """[(ModelConfig, activation pair)] of the regeneration experiment, every one validated.
+
+  Raises:
+    ValueError: a flag value that is not a number, or a config that does not validate.
+  """
+  def numbers(flag, kind):
+    try:
+      return [kind(v) for v in flag.value]
+    except ValueError:
+      raise ValueError(f'--{flag.name}={",".join(flag.value)} must be a list of {kind.__name__}s')
+
+  if _GENERATIONS.value < 0:
+    raise ValueError(f'--generations={_GENERATIONS.value} must be >= 0')
+  runs = []
+  for pair, width, seed, gain in itertools.product(
+      _ACTIVATIONS.value, numbers(_WIDTHS, int), numbers(_SEEDS, int), numbers(_GAINS, float)):
+    if pair.count('/') != 1:
+      raise ValueError(f'--activations: {pair!r} is not hidden/output, e.g. relu/tanh')
+    config = _config(pair, width, seed, num_hidden=_NUM_HIDDEN.value,
+                     kernel_norm='standardise', gain=gain)
+    runs.append((config.validate(), pair))
+  return runs
 
 
 def _write(rows):
