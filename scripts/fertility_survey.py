@@ -261,7 +261,8 @@ def _plot_gains(rows, path):
   ax.set_ylim(0, None)
   ax.set_xlabel('gain of the weight standardisation')
   ax.set_ylabel('spectral radius of J (dashed: bulk)')
-  ax.set_title('below 1: every descendant is a quine; x: regeneration went to zero', fontsize=9)
+  ax.set_title('below 1: every descendant is a quine; x: regeneration reached no quine',
+               fontsize=9)
   bx.legend(fontsize=7, loc='upper left')
   bx.axhline(10, color='k', ls='--', lw=0.8)
   bx.set_xlabel('gain of the weight standardisation')

@@ -229,5 +229,6 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIn('(contracting)', result.stdout)
     self._assert_fertile(workdir)
 
+
 if __name__ == '__main__':
   tf.test.main()
