@@ -6,7 +6,7 @@ of `models/pretrained/`) holding
   manifest.json        what another framework needs to rebuild the forward pass
                        (`export.manifest`, derived from `models.architecture`);
   weights.safetensors  the weights theta, one tensor per layer, in canonical order (the file's
-                       data block is theta itself, float32 little-endian; `export.safetensors_codec`);
+                       data block is theta itself, float32 little-endian; `formats.encode_safetensors`);
   model.onnx           an ONNX graph (opset 18) from coordinates (and images) to predictions, whose
                        weight initializers carry the canonical names (`export.onnx_graph`); a
                        weights-only dump (the pretrained quines) leaves it out, and exporting
@@ -21,19 +21,16 @@ own model config or the weights, or whose ONNX graph disagrees with the safetens
 the activations the manifest names, with a message naming the file and the problem.
 """
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
+import formats
 from export import manifest as manifest_lib
 from export import onnx_graph
-from export import safetensors_codec
 from export.manifest import DumpError, MANIFEST_FILE, ONNX_FILE, WEIGHTS_FILE
 
 # --------------------------------------------------------------------------- writing
@@ -52,48 +49,8 @@ def _write_bytes(path, data):
     f.write(data)
 
 
-@contextlib.contextmanager
-def atomic_directory(path, overwrite=False):
-  """Yields a temporary folder that becomes `path` only when the block finishes without error.
-
-  The temporary folder is a hidden sibling (TF Serving ignores non-numeric names). An existing
-  `path` is replaced only if `overwrite`; it is moved aside first and deleted after the rename.
-
-  Args:
-    path: the final folder.
-    overwrite: replace an existing `path`.
-
-  Yields:
-    The temporary folder to fill.
-
-  Raises:
-    FileExistsError: `path` exists and overwrite is False.
-  """
-  path = os.path.abspath(path)
-  parent, base = os.path.split(path)
-  if os.path.exists(path) and not overwrite:
-    raise FileExistsError(f'{path} already exists (pass overwrite to replace it)')
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f'.{base}.tmp-', dir=parent)
-  os.chmod(tmp, 0o755)
-  try:
-    yield tmp
-    if os.path.exists(path):
-      if not overwrite:
-        raise FileExistsError(f'{path} appeared while it was being written; not replaced')
-      old = tempfile.mkdtemp(prefix=f'.{base}.old-', dir=parent)
-      os.rmdir(old)
-      os.rename(path, old)
-      os.rename(tmp, path)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      try:
-        os.rename(tmp, path)
-      except OSError as e:  # created meanwhile by someone else
-        raise FileExistsError(f'{path} appeared while it was being written; not replaced') from e
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+# Exports, lineages and the zoo all write dumps through this one helper.
+atomic_directory = formats.atomic_directory
 
 
 def _files_below(directory):
@@ -134,7 +91,7 @@ def write_dump_files(directory, config, weights, onnx_bytes, lineage=None, sourc
     raise ValueError(f'weights {[(k, np.shape(v)) for k, v in weights.items()]} do not match '
                      f'the config\'s {expected}')
   ordered = {name: np.asarray(weights[name], np.float32) for name, _ in expected}
-  _write_bytes(os.path.join(directory, WEIGHTS_FILE), safetensors_codec.encode(
+  _write_bytes(os.path.join(directory, WEIGHTS_FILE), formats.encode_safetensors(
       ordered, {'format': manifest_lib.FORMAT, 'order': ','.join(ordered)}))
   if onnx_bytes is not None:
     _write_bytes(os.path.join(directory, ONNX_FILE), onnx_bytes)
@@ -299,7 +256,10 @@ def read_dump(path, require_onnx=True):
   manifest_lib.check(os.path.join(path, MANIFEST_FILE), manifest)
   _check_sizes(path, manifest, require_onnx)
   with open(os.path.join(path, WEIGHTS_FILE), 'rb') as f:
-    tensors, _ = safetensors_codec.decode(f.read(), os.path.join(path, WEIGHTS_FILE))
+    try:
+      tensors, _ = formats.decode_safetensors(f.read(), os.path.join(path, WEIGHTS_FILE))
+    except formats.FormatError as e:
+      raise DumpError(str(e)) from e
   _check_weights(path, manifest, tensors)
   _check_hash(path, manifest, WEIGHTS_FILE)
   dump = Dump(path, manifest, tensors)

@@ -11,7 +11,7 @@ Examples (from the repository root):
   python export/export_model.py --workdir=runs/aux --export_dir=exports --model_name=aux --version=3
   python export/export_model.py --pretrained=aux_replicate --export_dir=exports
   saved_model_cli show --all --dir exports/vanilla/1
-  python export/replicate.py --dump=exports/vanilla
+  python experiments/replicate.py --dump=exports/vanilla
   python export/serve.py --model_base_path=exports/vanilla
 """
 
@@ -66,7 +66,7 @@ def main(argv):
   else:
     print(f'Exported {path}: {", ".join(sorted(os.listdir(path)))}')
   print(f'  saved_model_cli show --all --dir {path}')
-  print(f'  python export/replicate.py --dump={path}')
+  print(f'  python experiments/replicate.py --dump={path}')
   print(f'  python export/serve.py --model_base_path={os.path.dirname(path)} --model_name={name}')
 
 

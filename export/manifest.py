@@ -9,14 +9,16 @@ Everything but the provenance is derived here from `models.architecture.Architec
 NumPy only (no TensorFlow, no onnx).
 """
 
+import formats
 from models import generator
 from models.architecture import Architecture
 
-FORMAT = 'quine-zoo-dump'
-FORMAT_VERSION = 1
-MANIFEST_FILE = 'manifest.json'
-WEIGHTS_FILE = 'weights.safetensors'
-ONNX_FILE = 'model.onnx'
+# The dump's file names and format tag are formats' (the one statement of every on-disk layout).
+FORMAT = formats.DUMP_FORMAT
+FORMAT_VERSION = formats.DUMP_FORMAT_VERSION
+MANIFEST_FILE = formats.MANIFEST_FILE
+WEIGHTS_FILE = formats.WEIGHTS_FILE
+ONNX_FILE = formats.ONNX_FILE
 ONNX_OPSET = 18  # BitwiseXor, needed when the graph hashes the projection itself, is opset 18
 
 # The ONNX interface every dump's model.onnx has (names are API, like Keras layer names).
@@ -31,7 +33,7 @@ ONNX_PROJECTION_PREFIX = 'projection/'
 EXPORT_TABLE_ENTRIES = 1 << 16
 
 
-class DumpError(ValueError):
+class DumpError(formats.FormatError):
   """A dump cannot be used; the message names the file and the problem."""
 
 

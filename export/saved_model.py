@@ -36,6 +36,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+import formats
 from export import dump as dump_lib
 from export import manifest as manifest_lib
 from export import onnx_graph
@@ -44,9 +45,9 @@ from models import build_quine
 from models import projection as projection_lib
 from models.config import ModelConfig
 
-CONFIG_FILE = 'config.json'
-CHECKPOINT_DIR = 'checkpoints'
-METRICS_FILE = 'metrics.jsonl'
+CONFIG_FILE = formats.CONFIG_FILE
+CHECKPOINT_DIR = formats.CHECKPOINT_DIR
+METRICS_FILE = formats.METRICS_FILE
 _MODEL_NAME = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]*$')
 # What dump.atomic_directory leaves beside version N when an export is killed: the folder being
 # written (.N.tmp-*), or, during an overwrite, the previous version moved aside (.N.old-*).

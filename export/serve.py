@@ -27,7 +27,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from werkzeug import serving as werkzeug_serving
 
-from export import serving
+from export import rest_api
 
 _MODEL_BASE_PATH = flags.DEFINE_string(
     'model_base_path', None, 'Folder of one model\'s numeric versions (<export_dir>/<name>).')
@@ -40,12 +40,12 @@ _PORT = flags.DEFINE_integer('rest_api_port', 8501, 'HTTP port (0: any free port
                              lower_bound=0, upper_bound=65535)
 flags.DEFINE_alias('port', 'rest_api_port')
 _HOST = flags.DEFINE_string('host', '127.0.0.1', 'Address to bind (0.0.0.0 exposes the server).')
-_MAX_BODY_BYTES = flags.DEFINE_integer('max_body_bytes', serving.DEFAULT_MAX_BODY_BYTES,
+_MAX_BODY_BYTES = flags.DEFINE_integer('max_body_bytes', rest_api.DEFAULT_MAX_BODY_BYTES,
                                        'Largest accepted request body.', lower_bound=1)
 _MAX_ROWS = flags.DEFINE_integer(
-    'max_rows_per_request', serving.DEFAULT_MAX_ROWS, 'Most coordinates (or images) in one '
+    'max_rows_per_request', rest_api.DEFAULT_MAX_ROWS, 'Most coordinates (or images) in one '
     'request; more get a 400 naming the limit. Requests are evaluated '
-    f'{serving.DEFAULT_CHUNK_ROWS} rows at a time.', lower_bound=1)
+    f'{rest_api.DEFAULT_CHUNK_ROWS} rows at a time.', lower_bound=1)
 _PRETRAINED = flags.DEFINE_list(
     'pretrained', None, 'Pretrained quines to serve, by name (models.list_pretrained()): each is '
     'exported into a temporary folder as version 1 and served under its name.')
@@ -80,7 +80,7 @@ def main(argv):
     return
   if _MODEL_CONFIG_FILE.value:
     try:
-      models = serving.read_model_config_file(_MODEL_CONFIG_FILE.value)
+      models = rest_api.read_model_config_file(_MODEL_CONFIG_FILE.value)
     except (OSError, ValueError) as e:
       sys.exit(f'serve.py: error: {e}')
   else:
@@ -91,7 +91,7 @@ def main(argv):
 
 def _serve(models):
   """Serves {name: model base path} until interrupted."""
-  application = serving.ServingApp(models, _MAX_BODY_BYTES.value, _MAX_ROWS.value)
+  application = rest_api.ServingApp(models, _MAX_BODY_BYTES.value, _MAX_ROWS.value)
   for name, model in application.models.items():
     found = model.versions()
     print(f'{name}: {model.base_path} versions {found or "none yet (waiting for one)"}')

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import formats
 from models import build_quine
 from models.config import ModelConfig
 
@@ -38,13 +39,13 @@ def make_workdir(workdir, config, scale=1.0):
   if scale != 1.0:
     model.assign_flat(model.flatten() * scale)
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+  with open(os.path.join(workdir, formats.CONFIG_FILE), 'w') as f:
     json.dump({'model': config.to_dict(), 'num_weights': config.num_weights}, f)
   # Saved as the trainers save it: with an optimizer built on the weights in canonical order.
   optimizer = keras.optimizers.Adamax()
   optimizer.build(model.quine_variables)
   checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-  tf.train.CheckpointManager(checkpoint, os.path.join(workdir, 'checkpoints'),
+  tf.train.CheckpointManager(checkpoint, os.path.join(workdir, formats.CHECKPOINT_DIR),
                              max_to_keep=3).save()
   return model
 

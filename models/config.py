@@ -27,6 +27,21 @@ _ACTIVATION_PARAMS = ('frequency',)
 _KERNEL_NORM_FIELDS = ('kernel_norm', 'gain')
 
 
+def _flag(default, help_text, choices=None):
+  """A field that the training binaries' flag of the same name sets (see trainers/cli.py).
+
+  `choices`, a callable returning the allowed names, makes the flag an enum.
+  """
+  return dataclasses.field(default=default, metadata={
+      'flag': None, 'help': help_text, 'choices': choices})
+
+
+def flag_fields():
+  """{flag name: field name} of the fields that training flags set."""
+  return {f.metadata['flag'] or f.name: f.name for f in dataclasses.fields(ModelConfig)
+          if 'flag' in f.metadata}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Architecture of a quine.
@@ -58,15 +73,19 @@ class ModelConfig:
     image_projection_std: standard deviation of the fixed image projection entries.
   """
   kind: str = 'vanilla'
-  width: int = 100
-  num_hidden: int = 2
-  activation: str = 'selu'
-  output_activation: str = 'linear'
-  frequency: float = 1.0
-  kernel_norm: str = 'none'
-  gain: float = 1.0
-  init: str = 'paper_uniform'
-  init_seed: int = 0
+  width: int = _flag(100, 'Hidden units (every hidden matrix is width^2).')
+  num_hidden: int = _flag(2, 'Number of hidden width x width matrices.')
+  activation: str = _flag('selu', 'Hidden activation (models/activations.py).',
+                          choices=activations.names)
+  output_activation: str = _flag('linear', 'Activation of the weight-prediction output.',
+                                 choices=activations.names)
+  frequency: float = _flag(1.0, "omega of the sin activation, sin(omega * x) (SIREN's w0).")
+  kernel_norm: str = _flag('none', 'Hidden kernels used as they are (none) or '
+                           'weight-standardised.', choices=lambda: KERNEL_NORMS)
+  gain: float = _flag(1.0, 'Gain of the weight standardisation (--kernel_norm).')
+  init: str = _flag('paper_uniform', 'Weight initialisation.', choices=lambda: INITS)
+  # Set by the trainers' --seed, which also seeds their shuffling and noise.
+  init_seed: int = dataclasses.field(default=0, metadata={'flag': 'seed'})
   projection_seed: int = 0
   projection_std: float = PAPER_PROJECTION_STD
   coordinate_units: int = 50

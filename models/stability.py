@@ -286,45 +286,6 @@ def analyse(model, config=StabilityConfig()):
   }
 
 
-def spectrum_png(report, title=''):
-  """PNG bytes: the outer eigenvalues against the unit circle, and the lineage's rho."""
-  import io  # pylint: disable=g-import-not-at-top
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4.5))
-  values = np.array(report['outer_eigenvalues'])
-  circle = np.exp(1j * np.linspace(0, 2 * np.pi, 200))
-  ax.plot(circle.real, circle.imag, 'k--', lw=0.8, label='|lambda| = 1')
-  ax.scatter(values[:, 0], values[:, 1], c='C3', zorder=3, label='outer eigenvalues of J')
-  ax.set_aspect('equal')
-  limit = max(1.2, 1.1 * report['spectral_radius'])
-  ax.set_xlim(-limit, limit)
-  ax.set_ylim(-limit, limit)
-  ax.set_xlabel('Re')
-  ax.set_ylabel('Im')
-  ax.set_title(f'spectral radius {report["spectral_radius"]:.3g}, '
-               f'theta.J theta / |theta|^2 = {report["rayleigh_theta"]:.3g}', fontsize=9)
-  ax.legend(fontsize=8, loc='lower left')
-  rhos = np.maximum(np.array(report['lineage_rhos'], np.float64), 1e-30)
-  bx.semilogy(np.arange(len(rhos)), rhos, 'o-', ms=3)
-  bx.axhline(QUINE_RHO, color='k', ls='--', lw=0.8, label=f'rho = {QUINE_RHO:g}')
-  bx.set_xlabel('generation')
-  bx.set_ylabel('rho')
-  noise = report['noise']
-  bx.set_title(f'{report["fertile_generations"]} fertile generations; {noise["returned"]}/'
-               f'{noise["num_perturbations"]} returned from {noise["noise"]:.0%} noise',
-               fontsize=9)
-  bx.legend(fontsize=8)
-  if title:
-    fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format='png', dpi=110)
-  plt.close(fig)
-  return buffer.getvalue()
-
-
 def summary_line(report):
   """One line of the headline numbers."""
   noise = report['noise']

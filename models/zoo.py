@@ -22,16 +22,16 @@ import json
 import os
 
 import numpy as np
-from safetensors import numpy as safetensors_numpy
 
+import formats
 from models.architecture import Architecture
 from models.config import ModelConfig
 
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pretrained')
 CATALOGUE_FILE = 'catalogue.json'
 CATALOGUE_FORMAT = 'quine-zoo-catalogue'
-MANIFEST_FILE = 'manifest.json'  # the names of export.dump's files (models cannot import export)
-WEIGHTS_FILE = 'weights.safetensors'
+MANIFEST_FILE = formats.MANIFEST_FILE
+WEIGHTS_FILE = formats.WEIGHTS_FILE
 
 
 class PretrainedError(ValueError):
@@ -113,7 +113,11 @@ def load_theta(name, directory=PRETRAINED_DIR):
 
 def _theta(name, config, directory):
   arch = Architecture(config)
-  tensors = safetensors_numpy.load(_checked_bytes(name, WEIGHTS_FILE, directory))
+  where = os.path.join(directory, name, WEIGHTS_FILE)
+  try:
+    tensors, _ = formats.decode_safetensors(_checked_bytes(name, WEIGHTS_FILE, directory), where)
+  except formats.FormatError as e:
+    raise PretrainedError(str(e)) from e
   parts = []
   for weight, shape in arch.weights:
     value = tensors.get(weight)

@@ -34,6 +34,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import numpy as np
 
+import formats
 from export import dump as dump_lib
 from export import frameworks
 from export import replication
@@ -58,7 +59,7 @@ STABILITY_GENERATIONS = 300
 TOLERANCES = {'rtol': 1e-3, 'rho_atol': 1e-9, 'accuracy_atol': 2e-4,
               'spectral_radius_rtol': 1e-2, 'fertile_generations_atol': 2}
 
-_FIND_QUINE = 'scripts/find_quine.py'
+_FIND_QUINE = 'experiments/find_quine.py'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +67,7 @@ class Entry:
   """One pretrained quine: its name, what it is, and the command that makes it.
 
   `command` is run from the repository root with {workdir} replaced by the run's folder; a
-  scripts/find_quine.py command leaves theta_<run>.npy and config_<run>.json in it, a trainer a
+  experiments/find_quine.py command leaves theta_<run>.npy and config_<run>.json in it, a trainer a
   workdir with checkpoints.
   """
   name: str
@@ -79,12 +80,12 @@ class Entry:
     return [sys.executable] + shlex.split(self.command.format(workdir=workdir))[1:]
 
 
-_EXACT_W5 = ('python scripts/find_quine.py --width=5 --seeds=0 --schedule=0.3,0.1,0.03,0.01,'
+_EXACT_W5 = ('python experiments/find_quine.py --width=5 --seeds=0 --schedule=0.3,0.1,0.03,0.01,'
              '0.003,0 --search_steps=40 --stage_steps=10 --cg_iterations=60 --max_steps=160 '
              '--log_every=0 --out_dir={workdir} --img_dir={workdir}')
 # Width 10 does better with the default (width-100) smoothing schedule than with width 5's (rho
 # 8e-10 against 1e-4 after 200 steps).
-_EXACT_W10 = ('python scripts/find_quine.py --width=10 --seeds=0 --search_steps=40 '
+_EXACT_W10 = ('python experiments/find_quine.py --width=10 --seeds=0 --search_steps=40 '
               '--stage_steps=15 --max_steps=200 --log_every=0 --out_dir={workdir} '
               '--img_dir={workdir}')
 
@@ -295,11 +296,9 @@ def write_doc_table(entries, path=DOC):
 
 def write_catalogue(entries, directory=zoo.PRETRAINED_DIR):
   path = os.path.join(directory, zoo.CATALOGUE_FILE)
-  with open(path + '.tmp', 'w') as f:
-    json.dump({'format': zoo.CATALOGUE_FORMAT, 'tolerances': TOLERANCES, 'entries': entries}, f,
-              indent=2)
-    f.write('\n')
-  os.replace(path + '.tmp', path)
+  formats.write_atomic(path, json.dumps(
+      {'format': zoo.CATALOGUE_FORMAT, 'tolerances': TOLERANCES, 'entries': entries},
+      indent=2) + '\n')
 
 
 def main(argv):

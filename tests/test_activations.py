@@ -77,7 +77,7 @@ class RegisteredInTheTestTest(tf.test.TestCase):
   def test_train_export_replicate(self):
     import dataclasses  # pylint: disable=g-import-not-at-top
     from export import dump as dump_lib  # pylint: disable=g-import-not-at-top
-    from export import report  # pylint: disable=g-import-not-at-top
+    from experiments import replication_report as report  # pylint: disable=g-import-not-at-top
     from export import saved_model  # pylint: disable=g-import-not-at-top
     from trainers import configs  # pylint: disable=g-import-not-at-top
     from trainers import train_lib  # pylint: disable=g-import-not-at-top

@@ -11,10 +11,10 @@ import numpy as np
 import safetensors.numpy
 import tensorflow as tf
 
+import formats
 from export import dump as dump_lib
 from export import manifest as manifest_lib
 from export import onnx_graph
-from export import safetensors_codec
 from export import saved_model
 from export import testing
 from models import generator
@@ -62,7 +62,7 @@ class FormatTest(_ExportedTestCase):
     for name, value in zip(self.model.weight_names(), self.model.quine_variables):
       self.assertAllEqual(loaded[name], value.numpy())
     tensors = {'b': np.arange(6, dtype=np.float32).reshape(2, 3), 'a': np.arange(3)}
-    ours, _ = safetensors_codec.decode(safetensors.numpy.save(tensors))
+    ours, _ = formats.decode_safetensors(safetensors.numpy.save(tensors))
     self.assertAllEqual(ours['b'], tensors['b'])
     self.assertAllEqual(ours['a'], tensors['a'])
 

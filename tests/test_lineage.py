@@ -1,4 +1,4 @@
-"""Tests of export.lineage: children built in one framework give the same numbers in the others."""
+"""Tests of experiments.lineage: children built in one framework give the same numbers in the others."""
 
 import os
 import shutil
@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from export import dump as dump_lib
 from export import frameworks
-from export import lineage
+from experiments import lineage
 from export import onnx_graph
 from export import replication
 from export import saved_model

@@ -1,4 +1,4 @@
-"""Tests of the replication report (export.replication, export.report) and the two binaries."""
+"""Tests of the replication report (export.replication, experiments.replication_report) and the two binaries."""
 
 import json
 import os
@@ -14,7 +14,7 @@ from conftest import REPO_ROOT
 from export import dump as dump_lib
 from export import frameworks
 from export import replication
-from export import report
+from experiments import replication_report as report
 from export import saved_model
 from export import testing
 from models import zoo
@@ -158,7 +158,8 @@ class ReportTest(tf.test.TestCase):
 class BinariesTest(tf.test.TestCase):
 
   def _run(self, script, *args):
-    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'export', script), *args],
+    wing = 'export' if script == 'export_model.py' else 'experiments'
+    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, wing, script), *args],
                           capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
 
   def test_export_then_replicate_from_the_command_line(self):
@@ -177,7 +178,7 @@ class BinariesTest(tf.test.TestCase):
     root = self.create_tempdir().full_path
     testing.make_workdir(os.path.join(root, 'wd'), testing.VANILLA, scale=2.0)
     saved_model.export_workdir(os.path.join(root, 'wd'), os.path.join(root, 'x'), 'vanilla')
-    measured = self._run('stability.py', f'--dump={root}/x/vanilla', '--generations=3',
+    measured = self._run('fertility.py', f'--dump={root}/x/vanilla', '--generations=3',
                          '--num_perturbations=2', '--noise_generations=2')
     # A freshly initialised network may or may not be contracting; the exit status says which.
     self.assertIn(measured.returncode, (0, 1), measured.stderr)
@@ -186,10 +187,10 @@ class BinariesTest(tf.test.TestCase):
       result = json.load(f)
     self.assertEqual(measured.returncode, 0 if result['contracting'] else 1)
     self.assertTrue(os.path.exists(f'{root}/x/vanilla/1.stability/spectrum.png'))
-    again = self._run('stability.py', f'--dump={root}/x/vanilla', '--generations=1',
+    again = self._run('fertility.py', f'--dump={root}/x/vanilla', '--generations=1',
                       '--num_perturbations=0')
     self.assertIn(f'{root}/x/vanilla/1.stability-2', again.stdout)
-    bad = self._run('stability.py', f'--dump={root}/nowhere')
+    bad = self._run('fertility.py', f'--dump={root}/nowhere')
     self.assertEqual(bad.returncode, 2)
     self.assertEqual(len(bad.stderr.strip().splitlines()), 1, bad.stderr)
 
@@ -222,14 +223,14 @@ class BinariesTest(tf.test.TestCase):
                            f'--output_dir={root}/r', '--nostability')
     self.assertEqual(replicated.returncode, 0, replicated.stderr)
     self.assertTrue(os.path.exists(f'{root}/r/lineage.png'))
-    measured = self._run('stability.py', '--pretrained=exact_w5', '--generations=50',
+    measured = self._run('fertility.py', '--pretrained=exact_w5', '--generations=50',
                          '--num_perturbations=0', f'--output_dir={root}/s')
     self.assertEqual(measured.returncode, 1, measured.stderr)  # not contracting
     self.assertIn('spectral radius 2.73', measured.stdout)
     self.assertEqual(os.listdir(zoo.pretrained_dir('exact_w5')),
                      list(zoo.catalogue()['exact_w5']['files']))  # nothing written there
     for script, *args in (('export_model.py', f'--export_dir={root}/y'), ('replicate.py',),
-                          ('stability.py',)):
+                          ('fertility.py',)):
       bad = self._run(script, '--pretrained=nope', *args)
       self.assertNotEqual(bad.returncode, 0)
       self.assertIn("no pretrained quine named 'nope'", bad.stderr)

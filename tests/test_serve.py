@@ -1,4 +1,4 @@
-"""Tests of export.serving: TF Serving's REST API answered over real HTTP on a loopback port."""
+"""Tests of export.rest_api: TF Serving's REST API answered over real HTTP on a loopback port."""
 
 import concurrent.futures
 import contextlib
@@ -21,7 +21,7 @@ from werkzeug import serving as werkzeug_serving
 
 from conftest import REPO_ROOT
 from export import saved_model
-from export import serving
+from export import rest_api
 from export import testing
 from models import zoo
 
@@ -62,7 +62,7 @@ class ServerTest(tf.test.TestCase):
     for kind, config in testing.CONFIGS.items():
       cls.models[kind] = testing.make_workdir(os.path.join(cls.root, kind), config)
       saved_model.export_workdir(os.path.join(cls.root, kind), os.path.join(cls.root, 'x'), kind)
-    app = serving.ServingApp({'vanilla': os.path.join(cls.root, 'x', 'vanilla'),
+    app = rest_api.ServingApp({'vanilla': os.path.join(cls.root, 'x', 'vanilla'),
                               'aux': os.path.join(cls.root, 'x', 'auxiliary')},
                              max_body_bytes=4096)
     cls.server = werkzeug_serving.make_server('127.0.0.1', 0, app, threaded=True)
@@ -70,7 +70,7 @@ class ServerTest(tf.test.TestCase):
     cls.thread = threading.Thread(target=cls.server.serve_forever, daemon=True)
     cls.thread.start()
     # A second server with a large body limit and a small row cap and chunk size.
-    cls.capped = serving.ServingApp({'vanilla': os.path.join(cls.root, 'x', 'vanilla'),
+    cls.capped = rest_api.ServingApp({'vanilla': os.path.join(cls.root, 'x', 'vanilla'),
                                      'aux': os.path.join(cls.root, 'x', 'auxiliary')},
                                     max_body_bytes=16 << 20, max_rows=1000, chunk_rows=64)
     cls.capped_server = werkzeug_serving.make_server('127.0.0.1', 0, cls.capped, threaded=True)
@@ -276,7 +276,7 @@ class ServerTest(tf.test.TestCase):
                  os.path.join(base, '5', 'saved_model.pb')):
       with open(path, 'r+b') as f:
         f.truncate(os.path.getsize(path) // 2)
-    app = serving.ServingApp({'m': base})
+    app = rest_api.ServingApp({'m': base})
     with _serve(app) as url:
       status, body = _request(url + '/v1/models/m')
       self.assertEqual(status, 200, body)
@@ -310,7 +310,7 @@ class ServerTest(tf.test.TestCase):
     base = os.path.join(self.create_tempdir().full_path, 'm')
     workdir = os.path.join(self.root, 'vanilla')
     saved_model.export_workdir(workdir, os.path.dirname(base), 'm', version=3)
-    app = serving.ServingApp({'m': base})
+    app = rest_api.ServingApp({'m': base})
     self.assertEqual(app.models['m'].get().version, 3)
     saved_model.export_workdir(workdir, os.path.dirname(base), 'm', version=10)
     os.makedirs(os.path.join(base, 'notes'))
@@ -364,7 +364,7 @@ class ModelConfigFileTest(tf.test.TestCase):
               'model_platform: "tensorflow" }\n'
               "  config {\n    name: 'aux'\n    base_path: 'aux'\n"
               '    model_version_policy { latest { num_versions: 1 } }\n  }\n}\n')
-    self.assertEqual(serving.read_model_config_file(path),
+    self.assertEqual(rest_api.read_model_config_file(path),
                      {'vanilla': '/exports/vanilla',
                       'aux': os.path.join(os.path.dirname(path), 'aux')})
 
@@ -373,7 +373,7 @@ class ModelConfigFileTest(tf.test.TestCase):
     with open(path, 'w') as f:
       f.write('model_config_list {}\n')
     with self.assertRaisesRegex(ValueError, 'no model_config_list'):
-      serving.read_model_config_file(path)
+      rest_api.read_model_config_file(path)
 
 
 if __name__ == '__main__':

@@ -22,7 +22,6 @@ test cross-entropy `l_task`, its sum over the test set `l_task_sum` and
 `l_aux = l_sr + task_weight * l_task_sum` (the paper reports its losses summed over the test set).
 """
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -54,14 +53,6 @@ class AuxTrainer(train_lib.QuineTrainer):
     self.replicate_block = tf.function(
         self._replicate_block, input_signature=[tf.TensorSpec([], tf.int32)])
     self.test_logits = tf.function(lambda: self.model.classify(self._test_images))
-
-  def make_optimizer(self):
-    if self.config.method != 'replicate':
-      return super().make_optimizer()
-    # The accuracy rises most in the last third of the run, as the learning rate anneals.
-    schedule = keras.optimizers.schedules.CosineDecay(self.config.resolved_learning_rate,
-                                                      self.config.num_steps)
-    return train_lib.make_optimizer(self.config.optimizer, schedule)
 
   def _image_picks(self, size, seed):
     """`size` uniform training-image indices, a stateless function of `seed` [2]."""
@@ -149,9 +140,8 @@ class AuxTrainer(train_lib.QuineTrainer):
       self.step.assign_add(1)
     return totals / tf.cast(num_steps, tf.float32)
 
-  def run_phase(self, kind, phase):
-    if kind != 'replicate':
-      return super().run_phase(kind, phase)
+  def replicate_phase(self, phase):
+    """Phase `phase` of method 'replicate': its share of the num_steps Adam steps."""
     per_phase = self.config.replicate_phase_steps
     steps = min(per_phase, self.config.num_steps - (phase - 1) * per_phase)
     loss, rho, cross_entropy = self.replicate_block(tf.constant(steps, tf.int32)).numpy()

@@ -7,64 +7,61 @@ import dataclasses
 import json
 import os
 import sys
+import typing
 
 from absl import flags
 from absl import logging
 import tensorflow as tf
 
 from export import saved_model
-from models import activations
 from models import stability as stability_lib
 from models import zoo
-from models.config import INITS
-from models.config import KERNEL_NORMS
+from models import config as model_config
+from models.config import ModelConfig
 from trainers import configs
 from trainers import strategies
 from trainers import train_lib
 from trainers import workdir as workdir_lib
 
-WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the run (config, checkpoints, logs).',
-                              required=True)
+WORKDIR = flags.DEFINE_string('workdir', None,
+                              'Folder of the run (config, checkpoints, logs); required.')
 PRESET = flags.DEFINE_enum(
     'preset', None, sorted(set(configs.PRESETS) | set(configs.AUX_PRESETS)),
     'Named configuration; train_vanilla.py takes ' + ', '.join(configs.PRESETS)
     + '; train_aux.py takes ' + ', '.join(configs.AUX_PRESETS) + '.')
-METHOD = flags.DEFINE_enum('method', None, configs.METHODS, 'Training method.')
-OPTIMIZER = flags.DEFINE_enum('optimizer', None, configs.OPTIMIZERS, 'Gradient optimizer.')
-LEARNING_RATE = flags.DEFINE_float('learning_rate', None, 'Learning rate (default per optimizer).')
-NUM_EPOCHS = flags.DEFINE_integer('num_epochs', None, 'Epochs of optimize / hill_climb.')
-BATCH_SIZE = flags.DEFINE_integer('batch_size', None, 'Coordinates per minibatch.')
-GENERATIONS = flags.DEFINE_integer('generations', None, 'Regenerations (regenerate, alternate).')
-OPT_EPOCHS = flags.DEFINE_integer('opt_epochs_per_generation', None,
-                                  'Optimisation epochs before each regeneration (alternate).')
-NOISE_STDDEV = flags.DEFINE_float('noise_stddev', None, 'Hill-climbing perturbation stddev.')
-SEED = flags.DEFINE_integer('seed', None,
-                            'Seed of the weight initialisation, the shuffling and the noise.')
-WIDTH = flags.DEFINE_integer('width', None, 'Hidden units (every hidden matrix is width^2).')
-NUM_HIDDEN = flags.DEFINE_integer('num_hidden', None, 'Number of hidden width x width matrices.')
-ACTIVATION = flags.DEFINE_enum('activation', None, activations.names(),
-                               'Hidden activation (models/activations.py).')
-OUTPUT_ACTIVATION = flags.DEFINE_enum('output_activation', None, activations.names(),
-                                      'Activation of the weight-prediction output.')
-FREQUENCY = flags.DEFINE_float('frequency', None,
-                               'omega of the sin activation, sin(omega * x) (SIREN\'s w0).')
-INIT = flags.DEFINE_enum('init', None, INITS, 'Weight initialisation.')
-KERNEL_NORM = flags.DEFINE_enum('kernel_norm', None, KERNEL_NORMS,
-                                'Hidden kernels used as they are (none) or weight-standardised.')
-GAIN = flags.DEFINE_float('gain', None, 'Gain of the weight standardisation (--kernel_norm).')
-INIT_FROM = flags.DEFINE_string(
-    'init_from', None, 'Start from the weights of this pretrained quine (models.list_pretrained())'
-    ' instead of an initialisation; its config fixes the architecture.')
-SOLVER_STEPS = flags.DEFINE_integer('solver_steps', None,
-                                    'Levenberg-Marquardt iterations of --method=fixed_point.')
-LINEAGE_GENERATIONS = flags.DEFINE_integer(
-    'lineage_generations', None, '--method=fixed_point: after the quine stage, make this many '
-    'generations (the quine, its child, ...) agree (1 = the quine alone).')
-STEPS_PER_LOOP = flags.DEFINE_integer('steps_per_loop', None,
-                                      'Steps compiled into one call (0 = a whole epoch).')
-JIT_COMPILE = flags.DEFINE_bool(
-    'jit_compile', None, 'XLA-compile the training steps on one replica (default: on; '
-    '--nojit_compile runs them as a plain TensorFlow graph).')
+DATA_DIR = flags.DEFINE_string(
+    'data_dir', None, 'tfds data dir holding mnist/3.0.1 (default: TFDS_DATA_DIR, else '
+    '~/tensorflow_datasets).')
+DOWNLOAD = flags.DEFINE_bool('download', True,
+                             'Let tfds download MNIST if missing (--nodownload forbids it).')
+
+
+_PRESET_DEFAULT = ' Default: the preset\'s value.'
+
+
+def _define_field_flag(name, field):
+  """Defines --name from a config field: its type, its help and, for an enum, its choices."""
+  kind = field.type
+  if kind not in (int, float, bool, str):  # `float | None`: the type that is not None
+    kind = next(t for t in typing.get_args(kind) if t is not type(None))
+  choices = field.metadata.get('choices')
+  if choices:
+    return flags.DEFINE_enum(name, None, choices(), field.metadata['help'] + _PRESET_DEFAULT)
+  define = {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_bool,
+            str: flags.DEFINE_string}[kind]
+  return define(name, None, field.metadata['help'] + _PRESET_DEFAULT)
+
+
+# One flag per config field that declares one (trainers/configs.py, models/config.py): the field's
+# declaration is the flag's; default None means "the preset's value".
+TRAIN_FLAGS = {f.name: _define_field_flag(f.name, f) for f in configs.flag_fields()}
+_MODEL_FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig)}
+# {flag name: ModelConfig field}; --seed, a TrainConfig flag, also seeds the initialisation.
+MODEL_FLAGS = model_config.flag_fields()
+for _flag_name, _field_name in MODEL_FLAGS.items():
+  if _flag_name not in TRAIN_FLAGS:
+    TRAIN_FLAGS[_flag_name] = _define_field_flag(_flag_name, _MODEL_FIELDS[_field_name])
+
 STRATEGY = flags.DEFINE_enum('strategy', 'default', strategies.STRATEGIES,
                              'tf.distribute strategy: default, one_device, mirrored (all local '
                              'GPUs), multi_worker (from TF_CONFIG) or tpu.')
@@ -80,9 +77,6 @@ INTRA_OP_THREADS = flags.DEFINE_integer(
 
 # Up to this hidden width a quine's ops run fastest on one thread (benchmarks/README.md).
 _SINGLE_THREAD_MAX_WIDTH = 200
-# ModelConfig fields set by flags, and their flags.
-_MODEL_FLAGS = {'width': 'width', 'num_hidden': 'num_hidden', 'init': 'init',
-                'activation': 'activation', 'init_seed': 'seed', 'gain': 'gain'}
 EXPORT_DIR = flags.DEFINE_string(
     'export_dir', None, 'At the end of a finished run, export the quine to '
     'EXPORT_DIR/MODEL_NAME/VERSION (SavedModel, ONNX, safetensors dump).')
@@ -94,6 +88,19 @@ FORCE_NEW_VERSION = flags.DEFINE_bool(
     'and names that version).')
 OVERWRITE = flags.DEFINE_bool('overwrite', False,
                               'Move a different run already in --workdir aside and start anew.')
+
+_COMMON_FLAGS = ('workdir', 'preset', 'strategy', 'tpu', 'cpu_devices', 'intra_op_threads',
+                 'export_dir', 'model_name', 'force_new_version', 'overwrite')
+
+
+def flag_names(kind):
+  """The flags a user of the trainer of `kind` quines types, for its --help (key flags)."""
+  names = list(_COMMON_FLAGS)
+  names += [f.name for f in configs.flag_fields() if kind in f.metadata['binaries']]
+  names += [name for name in MODEL_FLAGS if name not in names]
+  if kind == 'auxiliary':
+    names += ['data_dir', 'download']
+  return names
 
 
 def config_from_flags(presets, default_preset, **extra_overrides):
@@ -110,31 +117,24 @@ def config_from_flags(presets, default_preset, **extra_overrides):
   Raises:
     ValueError: naming the bad flag.
   """
+  if not WORKDIR.value:
+    raise ValueError('--workdir is required (the folder of the run)')
   config = configs.get_preset(PRESET.value or default_preset, presets)
-  model_overrides = {'width': WIDTH.value, 'num_hidden': NUM_HIDDEN.value, 'init': INIT.value,
-                     'activation': ACTIVATION.value, 'output_activation': OUTPUT_ACTIVATION.value,
-                     'frequency': FREQUENCY.value, 'kernel_norm': KERNEL_NORM.value,
-                     'gain': GAIN.value, 'init_seed': SEED.value}
-  if INIT_FROM.value:
-    model = _pretrained_model(INIT_FROM.value, config.model.kind, model_overrides)
+  model_overrides = {field: TRAIN_FLAGS[flag].value for flag, field in MODEL_FLAGS.items()}
+  if TRAIN_FLAGS['init_from'].value:
+    model = _pretrained_model(TRAIN_FLAGS['init_from'].value, config.model.kind, model_overrides)
   else:
     model = dataclasses.replace(
         config.model, **{k: v for k, v in model_overrides.items() if v is not None})
-  overrides = {
-      'method': METHOD.value, 'optimizer': OPTIMIZER.value,
-      'learning_rate': LEARNING_RATE.value, 'num_epochs': NUM_EPOCHS.value,
-      'batch_size': BATCH_SIZE.value, 'generations': GENERATIONS.value,
-      'opt_epochs_per_generation': OPT_EPOCHS.value, 'noise_stddev': NOISE_STDDEV.value,
-      'seed': SEED.value, 'steps_per_loop': STEPS_PER_LOOP.value,
-      'solver_steps': SOLVER_STEPS.value, 'jit_compile': JIT_COMPILE.value,
-      'lineage_generations': LINEAGE_GENERATIONS.value, 'init_from': INIT_FROM.value,
-      **extra_overrides}
+  overrides = {f.name: TRAIN_FLAGS[f.name].value for f in configs.flag_fields()}
+  overrides.update(extra_overrides)
   try:
     model.validate()
   except ValueError as e:  # models/ names its fields; say which flag set one
     field, _, rest = str(e).partition('=')
-    if field in _MODEL_FLAGS:
-      raise ValueError(f'--{_MODEL_FLAGS[field]}={rest}') from e
+    flag = {v: k for k, v in MODEL_FLAGS.items()}.get(field)
+    if flag:
+      raise ValueError(f'--{flag}={rest}') from e
     raise
   config = dataclasses.replace(
       config, model=model, **{k: v for k, v in overrides.items() if v is not None})
@@ -156,7 +156,8 @@ def _pretrained_model(name, kind, model_overrides):
                      f'{kind} ones')
   for field, value in model_overrides.items():
     if field != 'init_seed' and value is not None and value != getattr(model, field):
-      raise ValueError(f'--{_MODEL_FLAGS.get(field, field)}={value} contradicts '
+      flag = {v: k for k, v in MODEL_FLAGS.items()}.get(field, field)
+      raise ValueError(f'--{flag}={value} contradicts '
                        f'--init_from={name}, whose {field} is {getattr(model, field)}')
   return model
 

@@ -8,8 +8,8 @@ import dataclasses
 import math
 
 from models.config import ModelConfig
+from trainers import methods
 
-METHODS = ('optimize', 'hill_climb', 'regenerate', 'alternate', 'fixed_point', 'replicate')
 OPTIMIZERS = ('sgd', 'momentum', 'adam', 'adagrad', 'adamax', 'rmsprop')
 
 # Learning rates used when none is given: PyTorch's defaults (Adam 1e-3, Adagrad 1e-2, Adamax 2e-3,
@@ -20,9 +20,35 @@ DEFAULT_LEARNING_RATES = {'sgd': 0.01, 'momentum': 0.01, 'adam': 0.001, 'adagrad
 
 # Fields that may change between a run and its continuation (extending a schedule).
 RESUMABLE_FIELDS = ('num_epochs', 'generations', 'solver_steps')
-# Float fields for which NaN or an infinity means nothing (each is also a flag of that name).
-_FINITE_FIELDS = ('learning_rate', 'noise_stddev', 'max_weight_rms', 'task_weight',
-                  'replication_weight')
+
+# A field's checks: (test, what a bad value must be), run by TrainConfig.validate in field order.
+# NaN fails no `<= 0` test, so the finite check comes first: without it a NaN rate trains.
+_FINITE = (lambda v: v is None or math.isfinite(v), 'a finite number')
+_POSITIVE = (lambda v: v > 0, 'positive')
+_NON_NEGATIVE = (lambda v: v >= 0, '>= 0')
+_AT_LEAST_1 = (lambda v: v >= 1, '>= 1')
+_BOTH = ('vanilla', 'auxiliary')
+
+
+def _field(default, checks=()):
+  """A TrainConfig field that `validate` checks but no flag sets."""
+  return dataclasses.field(default=default, metadata={'checks': checks})
+
+
+def _flag(default, help_text, checks=(), choices=None, binaries=_BOTH):
+  """A TrainConfig field that the training binaries' flag of the same name sets.
+
+  The flag's type is the field's, its help `help_text`; `choices` (a callable returning the
+  names) makes it an enum; `binaries` ('vanilla', 'auxiliary') are the trainers whose --help
+  lists it (any of them accepts it). `trainers/cli.py` defines the flags from these fields.
+  """
+  return dataclasses.field(default=default, metadata={
+      'help': help_text, 'checks': checks, 'choices': choices, 'binaries': binaries})
+
+
+def flag_fields():
+  """The TrainConfig fields that are flags, in declaration order."""
+  return [f for f in dataclasses.fields(TrainConfig) if 'help' in f.metadata]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,29 +99,44 @@ class TrainConfig:
       run instead of the initialisation; `model` must be its config. '' = initialise.
   """
   model: ModelConfig = ModelConfig()
-  method: str = 'optimize'
-  optimizer: str = 'adamax'
-  learning_rate: float | None = None
-  num_epochs: int = 30
-  batch_size: int = 10
-  generations: int = 10
-  opt_epochs_per_generation: int = 1
-  noise_stddev: float = 1e-3
-  seed: int = 0
-  steps_per_loop: int = 0
-  eval_chunk_size: int = 1 << 13
-  jit_compile: bool = True
-  max_weight_rms: float = 1e4
+  method: str = _flag('optimize', 'Training method (trainers/methods.py).',
+                      choices=methods.names)
+  optimizer: str = _flag('adamax', 'Gradient optimizer.', choices=lambda: OPTIMIZERS)
+  learning_rate: float | None = _flag(None, 'Learning rate (default per optimizer).',
+                                      checks=(_FINITE,))
+  num_epochs: int = _flag(30, 'Epochs of optimize / hill_climb.', checks=(_NON_NEGATIVE,))
+  batch_size: int = _flag(10, 'Coordinates per minibatch.', checks=(_POSITIVE,))
+  generations: int = _flag(10, 'Regenerations (regenerate, alternate).', checks=(_NON_NEGATIVE,))
+  opt_epochs_per_generation: int = _flag(
+      1, 'Optimisation epochs before each regeneration (alternate).', checks=(_POSITIVE,))
+  noise_stddev: float = _flag(1e-3, 'Hill-climbing perturbation stddev.',
+                              checks=(_FINITE, _POSITIVE), binaries=('vanilla',))
+  seed: int = _flag(0, 'Seed of the weight initialisation, the shuffling and the noise.')
+  steps_per_loop: int = _flag(0, 'Steps compiled into one call (0 = a whole epoch).',
+                              checks=(_NON_NEGATIVE,))
+  eval_chunk_size: int = _field(1 << 13, checks=(_POSITIVE,))
+  jit_compile: bool = _flag(True, 'XLA-compile the training steps on one replica '
+                                  '(--nojit_compile runs them as a plain TensorFlow graph).')
+  max_weight_rms: float = _field(1e4, checks=(_FINITE, _POSITIVE))
   plot_every: int = 5
   measure_stability: bool = True
-  num_steps: int = 40_000
+  num_steps: int = _flag(40_000, 'Adam steps of --method=replicate.', binaries=('auxiliary',))
   image_batch_size: int = 256
   coordinate_batch_size: int = 2048
-  task_weight: float = 0.01
-  replication_weight: float = 1.0
-  solver_steps: int = 80
-  lineage_generations: int = 1
-  init_from: str = ''
+  task_weight: float = _flag(0.01, 'lambda: weight of the task loss.',
+                             checks=(_FINITE, _NON_NEGATIVE), binaries=('auxiliary',))
+  replication_weight: float = _flag(
+      1.0, 'Weight of L_SR in the loss (0 = classifier-only baseline).',
+      checks=(_FINITE, _NON_NEGATIVE), binaries=('auxiliary',))
+  solver_steps: int = _flag(80, 'Levenberg-Marquardt iterations of --method=fixed_point.',
+                            checks=(_NON_NEGATIVE,), binaries=('vanilla',))
+  lineage_generations: int = _flag(
+      1, '--method=fixed_point: after the quine stage, make this many generations (the quine, '
+      'its child, ...) agree (1 = the quine alone).', checks=(_AT_LEAST_1,),
+      binaries=('vanilla',))
+  init_from: str = _flag(
+      '', 'Start from the weights of this pretrained quine (models.list_pretrained()) instead '
+      'of an initialisation; its config fixes the architecture.')
 
   @property
   def replicate_phase_steps(self):
@@ -111,64 +152,29 @@ class TrainConfig:
   def validate(self):
     """Raises ValueError naming the first bad field (as its flag name)."""
     self.model.validate()
-    if self.method not in METHODS:
-      raise ValueError(f'--method={self.method!r} is not one of {METHODS}')
+    method = methods.get(self.method)
+    if self.model.kind not in method.kinds:
+      raise ValueError(method.kind_error.format(method=self.method, kind=self.model.kind))
     if self.optimizer not in OPTIMIZERS:
       raise ValueError(f'--optimizer={self.optimizer!r} is not one of {OPTIMIZERS}')
-    for name in _FINITE_FIELDS:
-      # NaN fails no `<= 0` test: without this, a NaN rate trains and diverges.
-      value = getattr(self, name)
-      if value is not None and not math.isfinite(value):
-        raise ValueError(f'--{name}={value} must be a finite number')
+    for field in dataclasses.fields(self):  # the checks each field declares
+      value = getattr(self, field.name)
+      for test, must_be in field.metadata.get('checks', ()):
+        if not test(value):
+          raise ValueError(f'--{field.name}={value} must be {must_be}')
     if self.resolved_learning_rate <= 0:
       raise ValueError(f'--learning_rate={self.learning_rate} must be positive')
-    for name in ('num_epochs', 'generations'):
-      if getattr(self, name) < 0:
-        raise ValueError(f'--{name}={getattr(self, name)} must be >= 0')
-    for name in ('batch_size', 'opt_epochs_per_generation', 'eval_chunk_size'):
-      if getattr(self, name) <= 0:
-        raise ValueError(f'--{name}={getattr(self, name)} must be positive')
     if self.batch_size > self.model.num_weights:
       raise ValueError(f'--batch_size={self.batch_size} exceeds the number of weights '
                        f'N={self.model.num_weights}')
-    if self.steps_per_loop < 0:
-      raise ValueError(f'--steps_per_loop={self.steps_per_loop} must be >= 0')
-    if self.noise_stddev <= 0:
-      raise ValueError(f'--noise_stddev={self.noise_stddev} must be positive')
-    if self.max_weight_rms <= 0:
-      raise ValueError(f'--max_weight_rms={self.max_weight_rms} must be positive')
-    if self.solver_steps < 0:
-      raise ValueError(f'--solver_steps={self.solver_steps} must be >= 0')
-    if self.lineage_generations < 1:
-      raise ValueError(f'--lineage_generations={self.lineage_generations} must be >= 1')
-    if self.model.kind == 'auxiliary':
-      if self.method in ('hill_climb', 'fixed_point'):
-        raise ValueError(f'--method={self.method} is not supported for auxiliary quines')
-      if self.method == 'replicate':
-        for name in ('num_steps', 'image_batch_size'):
-          if getattr(self, name) <= 0:
-            raise ValueError(f'--{name}={getattr(self, name)} must be positive')
-        if self.coordinate_batch_size < 0:
-          raise ValueError(f'--coordinate_batch_size={self.coordinate_batch_size} must be >= 0')
-      for name in ('task_weight', 'replication_weight'):
-        if getattr(self, name) < 0:
-          raise ValueError(f'--{name}={getattr(self, name)} must be >= 0')
-    elif self.method == 'replicate':
-      raise ValueError('--method=replicate trains auxiliary quines; use train_aux.py')
+    method.validate(self)
     return self
 
   def schedule(self):
-    """The run as a list of phases: 'optimize', 'hill_climb' (one epoch each), 'regenerate' or
-    'fixed_point' (one solver iteration) or 'replicate' (replicate_phase_steps Adam steps)."""
-    if self.method in ('optimize', 'hill_climb'):
-      return [self.method] * self.num_epochs
-    if self.method == 'regenerate':
-      return ['regenerate'] * self.generations
-    if self.method == 'fixed_point':
-      return ['fixed_point'] * self.solver_steps
-    if self.method == 'replicate':
-      return ['replicate'] * -(-self.num_steps // self.replicate_phase_steps)
-    return (['optimize'] * self.opt_epochs_per_generation + ['regenerate']) * self.generations
+    """The run as a list of phase names (`trainers.methods`): 'optimize', 'hill_climb' (one epoch
+    each), 'regenerate', 'fixed_point' (one solver iteration), 'replicate' (replicate_phase_steps
+    Adam steps), or those of a registered method."""
+    return methods.get(self.method).schedule(self)
 
   def to_dict(self):
     d = dataclasses.asdict(self)

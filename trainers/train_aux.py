@@ -33,15 +33,8 @@ from trainers import train_lib
 from trainers import workdir as workdir_lib
 
 _DEFAULT_PRESET = 'short'
-_TASK_WEIGHT = flags.DEFINE_float('task_weight', None, 'lambda: weight of the task loss.')
-_REPLICATION_WEIGHT = flags.DEFINE_float(
-    'replication_weight', None, 'Weight of L_SR in the loss (0 = classifier-only baseline).')
-_NUM_STEPS = flags.DEFINE_integer('num_steps', None, 'Adam steps of --method=replicate.')
-_DATA_DIR = flags.DEFINE_string(
-    'data_dir', None, 'tfds data dir holding mnist/3.0.1 (default: TFDS_DATA_DIR, else '
-    '~/tensorflow_datasets).')
-_DOWNLOAD = flags.DEFINE_bool('download', True,
-                              'Let tfds download MNIST if missing (--nodownload forbids it).')
+for _name in cli.flag_names('auxiliary'):  # what --help lists (key flags of this binary)
+  flags.declare_key_flag(_name)
 
 
 def main(argv):
@@ -49,17 +42,14 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}')
   try:
-    config = cli.config_from_flags(configs.AUX_PRESETS, _DEFAULT_PRESET,
-                                   task_weight=_TASK_WEIGHT.value,
-                                   replication_weight=_REPLICATION_WEIGHT.value,
-                                   num_steps=_NUM_STEPS.value)
+    config = cli.config_from_flags(configs.AUX_PRESETS, _DEFAULT_PRESET)
     cli.check_export_flags(config)
     data_lib.check_fits_mnist(config.model, cli.PRESET.value or _DEFAULT_PRESET)
   except ValueError as e:
     cli.fail(e)
   strategy = cli.strategy_from_flags(config)  # before any op: it may split the CPU into devices
   try:
-    data = data_lib.load_mnist(_DATA_DIR.value, download=_DOWNLOAD.value)
+    data = data_lib.load_mnist(cli.DATA_DIR.value, download=cli.DOWNLOAD.value)
   except data_lib.DataError as e:
     cli.fail(e)
   cli.log_start(strategy, config)

@@ -27,34 +27,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import formats
 from models import build_quine
 from models import zoo
 from models import stability as stability_lib
 from trainers import configs
-from trainers import fixed_point
+from trainers import methods
 from trainers import metrics as metrics_lib
 from trainers import plots
 from trainers import workdir as workdir_lib
 
 _INT_SPEC = tf.TensorSpec([None, None], tf.int32)
-
-
-def make_optimizer(name, learning_rate):
-  """The Keras optimizer called `name`, with PyTorch's default hyper-parameters.
-
-  PyTorch's defaults (epsilons, RMSprop's decay 0.99, Adagrad's zero initial accumulator) rather
-  than Keras's, to stay close to the setting the paper's numbers most likely come from; 'momentum'
-  is SGD with momentum 0.9.
-  """
-  return {
-      'sgd': lambda: keras.optimizers.SGD(learning_rate),
-      'momentum': lambda: keras.optimizers.SGD(learning_rate, momentum=0.9),
-      'adam': lambda: keras.optimizers.Adam(learning_rate, epsilon=1e-8),
-      'adagrad': lambda: keras.optimizers.Adagrad(
-          learning_rate, initial_accumulator_value=0.0, epsilon=1e-10),
-      'adamax': lambda: keras.optimizers.Adamax(learning_rate, epsilon=1e-8),
-      'rmsprop': lambda: keras.optimizers.RMSprop(learning_rate, rho=0.99, epsilon=1e-8),
-  }[name]()
 
 
 def quiet_tensorflow_logs():
@@ -128,12 +111,9 @@ class QuineTrainer:
         model=self.model, optimizer=self.optimizer, targets=self.targets, phase=self.phase,
         step=self.step)
     self.solver = None
-    if config.method == 'fixed_point':
-      # Levenberg-Marquardt on the whole of theta: it runs on one device, in cross-replica
-      # context; its damping and continuation stage are checkpointed with the weights.
-      self.solver = fixed_point.FixedPointSolver(
-          self.model, fixed_point.SolverConfig(lineage_span=config.lineage_generations))
-      self.checkpoint.solver = self.solver
+    self.method = methods.get(config.method)
+    if self.method.setup:
+      self.method.setup(self)
     # XLA compiles a whole block of steps into one executable (no per-op dispatch inside the
     # loop): 3-4x faster epochs at the paper's size. It cannot compile `strategy.run` over
     # several replicas, so with more than one the block stays a plain graph.
@@ -148,8 +128,12 @@ class QuineTrainer:
     self._replication = tf.function(self._replication_fn, input_signature=[])
 
   def make_optimizer(self):
-    """The run's optimizer (built inside the strategy's scope)."""
-    return make_optimizer(self.config.optimizer, self.config.resolved_learning_rate)
+    """The run's optimizer (built inside the strategy's scope): the method's, else the configured
+    optimizer at a constant learning rate."""
+    method = methods.get(self.config.method)
+    if method.optimizer:
+      return method.optimizer(self.config)
+    return methods.make_optimizer(self.config.optimizer, self.config.resolved_learning_rate)
 
   # ----------------------------------------------------------------------------- steps
 
@@ -298,21 +282,8 @@ class QuineTrainer:
     return {key: float(np.average([float(v) for v in values], weights=weights))}
 
   def run_phase(self, kind, phase):
-    if kind == 'regenerate':
-      self.regenerate()
-      return {}
-    if kind == 'fixed_point':
-      diagnostics = self.solver.step()
-      return {f'solver_{k}': float(v) for k, v in diagnostics.items()
-              if k in ('stage', 'beta', 'lineage_span', 'stage_rho', 'damping', 'cg_iterations',
-                       'accepted')}
-    return self.run_epoch(kind, phase)
-
-
-def _counters(schedule, phase):
-  done = schedule[:phase]
-  return {'epoch': sum(k in ('optimize', 'hill_climb') for k in done),
-          'generation': sum(k == 'regenerate' for k in done)}
+    """Runs phase number `phase` of kind `kind` (a registered `methods.Phase`); its metrics."""
+    return methods.phase(kind).run(self, phase)
 
 
 def _diverged(record, max_weight_rms):
@@ -366,7 +337,7 @@ def _checkpoint_manager(trainer, workdir, chief):
   only the chief's files are kept, as in TF's multi-worker convention; all workers restore from
   the chief's folder.
   """
-  directory = os.path.join(workdir, 'checkpoints')
+  directory = os.path.join(workdir, formats.CHECKPOINT_DIR)
   if not chief:
     directory = tempfile.mkdtemp(prefix='quine-worker-checkpoints-')
   return tf.train.CheckpointManager(trainer.checkpoint, directory, max_to_keep=3)
@@ -396,7 +367,7 @@ def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None, 
     if moved:
       logging.warning('Moved the previous run in %s to %s', workdir, moved)
   manager = _checkpoint_manager(trainer, workdir, chief)
-  latest = tf.train.latest_checkpoint(os.path.join(workdir, 'checkpoints'))
+  latest = tf.train.latest_checkpoint(os.path.join(workdir, formats.CHECKPOINT_DIR))
   if latest:
     trainer.checkpoint.restore(latest).assert_existing_objects_matched()
     logging.info('Resumed from %s (phase %d)', latest, int(trainer.phase.numpy()))
@@ -408,7 +379,7 @@ def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None, 
   def measure(phase, kind, phase_metrics, seconds):
     t0 = time.perf_counter()
     theta, predictions, replication = trainer.replication()
-    record = {'phase': phase, 'kind': kind, 'method': config.method, **_counters(schedule, phase),
+    record = {'phase': phase, 'kind': kind, 'method': config.method, **methods.counters(schedule, phase),
               'step': int(trainer.step.numpy()), 'seconds': seconds, **replication, **phase_metrics,
               **trainer.extra_metrics()}
     record['eval_seconds'] = time.perf_counter() - t0
@@ -474,7 +445,7 @@ class _Outputs:
     self.log = workdir_lib.MetricsLog(workdir, restored_phase)
     workdir_lib.truncate_tensorboard(workdir, restored_phase)  # before a new events file opens
     self._summaries = _Summaries(workdir)
-    self._plot_dir = os.path.join(workdir, 'plots')
+    self._plot_dir = os.path.join(workdir, formats.PLOTS_DIR)
     tf.io.gfile.makedirs(self._plot_dir)
 
   @staticmethod
@@ -504,8 +475,8 @@ class _Outputs:
       if result.get('phase') == phase:
         return result
     result = dict(stability_lib.analyse(model), phase=phase)
-    workdir_lib.write_json_atomic(path, result)
-    png = stability_lib.spectrum_png(result, title=f'phase {phase}')
+    formats.write_json_atomic(path, result)
+    png = plots.spectrum_png(result, title=f'phase {phase}')
     plots.write_png(os.path.join(self._plot_dir, 'spectrum.png'), png)
     self._summaries.write_stability(phase, result, png)
     return result

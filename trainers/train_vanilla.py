@@ -22,11 +22,15 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # fewer of TensorFlow's C++ start-up notes
 
 from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
 
 from trainers import cli
 from trainers import configs
 from trainers import train_lib
 from trainers import workdir as workdir_lib
+
+for _name in cli.flag_names('vanilla'):  # what --help lists (key flags of this binary)
+  flags.declare_key_flag(_name)
 
 
 def main(argv):

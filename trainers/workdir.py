@@ -16,10 +16,12 @@ from absl import logging
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
-CONFIG_FILE = 'config.json'
-METRICS_FILE = 'metrics.jsonl'
-TENSORBOARD_DIR = 'tensorboard'
-STABILITY_FILE = 'stability.json'
+import formats
+
+CONFIG_FILE = formats.CONFIG_FILE
+METRICS_FILE = formats.METRICS_FILE
+TENSORBOARD_DIR = formats.TENSORBOARD_DIR
+STABILITY_FILE = formats.STABILITY_FILE
 _REWRITE_PREFIX = '.truncating-'  # no 'tfevents' in the name: TensorBoard never reads it
 
 
@@ -80,16 +82,8 @@ def prepare(workdir, config_dict, overwrite=False, resumable_fields=()):
         moved, n = f'{stem}-{n}', n + 1
       tf.io.gfile.rename(workdir, moved)
   tf.io.gfile.makedirs(workdir)
-  write_json_atomic(path, config_dict, sort_keys=True)
+  formats.write_json_atomic(path, config_dict, sort_keys=True)
   return moved
-
-
-def write_json_atomic(path, value, sort_keys=False):
-  """Writes `value` as indented JSON to `path` through a temporary file renamed into place."""
-  tmp = path + '.tmp'
-  with tf.io.gfile.GFile(tmp, 'w') as f:
-    json.dump(value, f, indent=2, sort_keys=sort_keys)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def read_config(workdir):

@@ -7,11 +7,11 @@ re-imports each in the others, and writes tables, report.json and lineage.png.
 
 Examples (from the repository root):
 
-  python export/replicate.py --dump=exports/vanilla            # newest version, 5 generations
-  python export/replicate.py --dump=exports/aux/1 --data_dir=../shared/tfds --generations=3
-  python export/replicate.py --dump=exports/vanilla/1 --frameworks=numpy,torch \
+  python experiments/replicate.py --dump=exports/vanilla            # newest version, 5 generations
+  python experiments/replicate.py --dump=exports/aux/1 --data_dir=../shared/tfds --generations=3
+  python experiments/replicate.py --dump=exports/vanilla/1 --frameworks=numpy,torch \
       --lineage_framework=numpy --output_dir=/tmp/lineage
-  python export/replicate.py --pretrained=exact_w5 --generations=300   # report: exact_w5.replication
+  python experiments/replicate.py --pretrained=exact_w5 --generations=300   # report: exact_w5.replication
 
 A pretrained quine (--pretrained=NAME, models.list_pretrained()) is exported into a temporary folder
 first (SavedModel and ONNX rebuilt from its weights); its report goes to --output_dir, by default
@@ -31,7 +31,7 @@ from absl import flags
 from export import dump as dump_lib
 from export import frameworks
 from export import replication
-from export import report
+from experiments import replication_report as report
 from models import zoo
 
 _DUMP = flags.DEFINE_string('dump', None, 'A dump folder, or an exported model folder (newest '
@@ -52,7 +52,7 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Report and generations fo
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data dir holding mnist/3.0.1, for an '
                                 'auxiliary quine (default: TFDS_DATA_DIR).')
 _STABILITY = flags.DEFINE_bool('stability', True, 'Vanilla quines: add the spectrum of J, the '
-                               'fertile generations and the noise test (export/stability.py).')
+                               'fertile generations and the noise test (experiments/fertility.py).')
 _NUM_TEST_IMAGES = flags.DEFINE_integer('num_test_images', 0, 'MNIST test images to classify '
                                         '(0: all 10,000).', lower_bound=0)
 

@@ -8,9 +8,9 @@ matrix), its largest singular value, the stretch along theta, how many generatio
 
 Examples (from the repository root):
 
-  python export/stability.py --dump=exports/vanilla
-  python export/stability.py --dump=exports/fixed_point/1 --generations=300 --noise=0.02
-  python export/stability.py --pretrained=fixed_point_w100_s0     # writes fixed_point_w100_s0.stability/
+  python experiments/fertility.py --dump=exports/vanilla
+  python experiments/fertility.py --dump=exports/fixed_point/1 --generations=300 --noise=0.02
+  python experiments/fertility.py --pretrained=fixed_point_w100_s0     # writes fixed_point_w100_s0.stability/
 
 Exit status: 0 when the quine is contracting, 1 when it is not, 2 on a bad dump.
 """
@@ -24,8 +24,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's C++ star
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
+import formats
 from export import dump as dump_lib
-from export import report as report_lib
+from experiments import replication_report as report_lib
 from models import zoo
 
 _DUMP = flags.DEFINE_string('dump', None, 'A dump folder, or an exported model folder (newest '
@@ -74,6 +75,7 @@ def main(argv):
   # TensorFlow and scipy only now that the input is known to be good.
   from export import frameworks  # pylint: disable=g-import-not-at-top
   from models import stability  # pylint: disable=g-import-not-at-top
+  from trainers import plots  # pylint: disable=g-import-not-at-top
   model = frameworks.keras_model(dump)
   config = stability.StabilityConfig(
       num_eigenvalues=_NUM_EIGENVALUES.value, generations=_GENERATIONS.value,
@@ -81,11 +83,10 @@ def main(argv):
       noise_generations=_NOISE_GENERATIONS.value)
   result = stability.analyse(model, config)
   os.makedirs(output_dir)
-  with open(os.path.join(output_dir, 'stability.json'), 'w') as f:
-    json.dump(dict(result, dump=dump.path), f, indent=2)
-    f.write('\n')
-  with open(os.path.join(output_dir, 'spectrum.png'), 'wb') as f:
-    f.write(stability.spectrum_png(result, title=dump.path))
+  formats.write_atomic(os.path.join(output_dir, formats.STABILITY_FILE),
+                       json.dumps(dict(result, dump=dump.path), indent=2) + '\n')
+  formats.write_atomic(os.path.join(output_dir, 'spectrum.png'),
+                       plots.spectrum_png(result, title=dump.path))
   print(f'{dump.path}: {stability.summary_line(result)}')
   print(f'Wrote {output_dir}/{{stability.json, spectrum.png}}')
   sys.exit(0 if result['contracting'] else 1)

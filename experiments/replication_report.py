@@ -11,9 +11,10 @@ Files written to the output folder:
 import json
 import os
 
+import formats
 from export import dump as dump_lib
 from export import frameworks as frameworks_lib
-from export import lineage
+from experiments import lineage
 from export import replication
 
 REPORT_TEXT = 'report.txt'
@@ -38,13 +39,6 @@ def fresh_directory(path):
     k += 1
     candidate = f'{path}-{k}'
   return candidate
-
-
-def _write_atomic(path, data):
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'wb') as f:
-    f.write(data)
-  os.replace(tmp, path)
 
 
 def _describe(dump):
@@ -107,7 +101,7 @@ def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
   log(blocks[-1])
 
   title = f'{dump.kind} quine, N = {dump.num_weights:,}: lineage built with {lineage_framework}'
-  _write_atomic(os.path.join(output_dir, LINEAGE_PNG), lineage.lineage_png(lineage_rows, title))
+  formats.write_atomic(os.path.join(output_dir, LINEAGE_PNG), lineage.lineage_png(lineage_rows, title))
   agrees = all(r['agrees'] for r in rows) and all(r.get('agrees', True) for r in lineage_rows)
   report = {'dump': dump.path, 'frameworks': list(frameworks), 'generations': generations,
             'lineage_framework': lineage_framework,
@@ -120,9 +114,9 @@ def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
     blocks.append('Stability of the fixed point (J = d f_theta(C) / d theta, TensorFlow, '
                   'float64):\n' + stability.summary_line(report['stability']))
     log(blocks[-1])
-  _write_atomic(os.path.join(output_dir, REPORT_JSON),
+  formats.write_atomic(os.path.join(output_dir, REPORT_JSON),
                 json.dumps(report, indent=2).encode('utf-8'))
-  _write_atomic(os.path.join(output_dir, REPORT_TEXT), ('\n\n'.join(blocks) + '\n').encode())
+  formats.write_atomic(os.path.join(output_dir, REPORT_TEXT), ('\n\n'.join(blocks) + '\n').encode())
   spectrum = ', spectrum.png' if 'stability' in report else ''
   log(f'Wrote {output_dir}/{{{REPORT_TEXT}, {REPORT_JSON}, {LINEAGE_PNG}{spectrum}, generation_*}}'
       + ('' if agrees else '\nSOME FRAMEWORKS DISAGREE (see the agrees column)'))
@@ -132,8 +126,9 @@ def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
 def _stability(dump, config, output_dir):
   """models.stability.analyse on the quine rebuilt in TensorFlow; writes spectrum.png."""
   from models import stability  # pylint: disable=g-import-not-at-top
+  from trainers import plots  # pylint: disable=g-import-not-at-top
   result = stability.analyse(frameworks_lib.keras_model(dump), config)
-  _write_atomic(os.path.join(output_dir, SPECTRUM_PNG),
-                stability.spectrum_png(result, title=dump.path))
+  formats.write_atomic(os.path.join(output_dir, SPECTRUM_PNG),
+                plots.spectrum_png(result, title=dump.path))
   return result
 

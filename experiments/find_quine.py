@@ -4,12 +4,12 @@ For every seed: build the paper's vanilla quine (init_seed = projection_seed = s
 fixed-point solver from its initial weights, measure rho / R^2 / weight RMS on the float32 Keras
 model (not on the solver's float64 iterate), save theta, and plot weights against predictions.
 
-  python scripts/find_quine.py --width=10 --seeds=0,1,2
-  python scripts/find_quine.py --width=30 --seeds=0,1,2 --search_steps=40 --stage_steps=10
-  python scripts/find_quine.py --width=100 --seeds=0 --dtype=float32 --cg_iterations=30 \
+  python experiments/find_quine.py --width=10 --seeds=0,1,2
+  python experiments/find_quine.py --width=30 --seeds=0,1,2 --search_steps=40 --stage_steps=10
+  python experiments/find_quine.py --width=100 --seeds=0 --dtype=float32 --cg_iterations=30 \
       --search_steps=25 --stage_steps=5 --schedule=0.03,0.01,0.003,0
 
-  python scripts/find_quine.py --width=10 --seeds=0 --search_steps=40 --stage_steps=15 \
+  python experiments/find_quine.py --width=10 --seeds=0 --search_steps=40 --stage_steps=15 \
       --lineage_span=3 --quine_steps=100 --max_steps=300       # a lineage of quines, ~1 min
 
 Prints one JSON line per seed (with lineage_rho: rho of the quine and of its next four
@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import build_quine
+from models import stability
 from models.config import ModelConfig
 from trainers import fixed_point
 from trainers import metrics as metrics_lib
@@ -64,22 +65,6 @@ def solver_config():
   return dataclasses.replace(fixed_point.SolverConfig(), **overrides)
 
 
-def _lineage_rhos(model, generations):
-  """rho of the quine and of its first descendants (each the predictions of its parent), float32.
-
-  Leaves the model's weights as they were.
-  """
-  weights = model.flatten()
-  rhos = []
-  for _ in range(generations):
-    theta = model.flatten()
-    predictions = model.predict_weights(tf.range(model.num_weights))
-    rhos.append(float(metrics_lib.replication_metrics(theta, predictions)['rho']))
-    model.assign_flat(predictions)
-  model.assign_flat(weights)
-  return rhos
-
-
 def run_seed(width, seed, config):
   """Solves one quine; returns a dict of the measured numbers."""
   model = build_quine(ModelConfig(width=width, init_seed=seed, projection_seed=seed))
@@ -93,7 +78,9 @@ def run_seed(width, seed, config):
   theta = model.flatten()
   predictions = model.predict_weights(tf.range(model.num_weights))
   m = {k: float(v) for k, v in metrics_lib.replication_metrics(theta, predictions).items()}
-  lineage = _lineage_rhos(model, generations=5)
+  # rho of the quine and of its first four descendants, in float32 (the library's lineage loop).
+  lineage = stability.lineage(stability.regeneration_pass(model), theta.numpy(), generations=4,
+                              threshold=float('inf'))['rhos']
   name = f'fixed_point_w{width}_s{seed}'
   os.makedirs(_OUT_DIR.value, exist_ok=True)
   np.save(os.path.join(_OUT_DIR.value, f'theta_{name}.npy'), theta.numpy())

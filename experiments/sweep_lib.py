@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
+import formats
 from trainers import aux_lib
 from trainers import plots
 
@@ -91,7 +92,7 @@ def run_sweep(base_config, sweep_dir, data, task_weights, include_baseline=True)
                                  replication_weight=replication_weight)
     workdir = os.path.join(sweep_dir, name)
     record = aux_lib.run(config, workdir, data)
-    with tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard')).as_default():
+    with tf.summary.create_file_writer(os.path.join(workdir, formats.TENSORBOARD_DIR)).as_default():
       hp.hparams({'task_weight': task_weight, 'replication_weight': replication_weight},
                  trial_id=name)
     results.append({'name': name, 'task_weight': task_weight,
@@ -103,7 +104,7 @@ def run_sweep(base_config, sweep_dir, data, task_weights, include_baseline=True)
 
 
 def _metrics(workdir):
-  with tf.io.gfile.GFile(os.path.join(workdir, 'metrics.jsonl')) as f:
+  with tf.io.gfile.GFile(os.path.join(workdir, formats.METRICS_FILE)) as f:
     return [json.loads(line) for line in f if line.strip()]
 
 

@@ -26,13 +26,13 @@ Four experiments, each printing one JSON line per run and writing a plot:
                 variance one number explains (the sum of the coordinate's projection row). The plot
                 is the spectral radius and the saturation against the gain.
 
-  python scripts/fertility_survey.py --experiment=fixed_points --widths=4,6,8 \
+  python experiments/fertility_survey.py --experiment=fixed_points --widths=4,6,8 \
       --activations=selu/linear,tanh/linear,sin/linear --seeds=0,1,2 --output=/tmp/fp.jsonl
-  python scripts/fertility_survey.py --experiment=penalty --widths=4,6 --mus=0,0.1,1,10 \
+  python experiments/fertility_survey.py --experiment=penalty --widths=4,6 --mus=0,0.1,1,10 \
       --activations=sin/linear,tanh/linear --seeds=0,1 --output=/tmp/penalty.jsonl
-  python scripts/fertility_survey.py --experiment=sink --pretrained=fixed_point_w100_s0 \
+  python experiments/fertility_survey.py --experiment=sink --pretrained=fixed_point_w100_s0 \
       --mus=0,0.01,0.1,1 --steps=300 --output=/tmp/sink_w100.jsonl
-  python scripts/fertility_survey.py --experiment=regeneration --activations=relu/tanh \
+  python experiments/fertility_survey.py --experiment=regeneration --activations=relu/tanh \
       --widths=142 --gains=0.35,0.4,0.45,0.5,0.6 --seeds=0 --output=/tmp/regen_w142.jsonl
 """
 

@@ -3,8 +3,8 @@ r"""Reruns the paper's experiments and prints the reproduction table (paper vs o
 Each row is one command of the training binaries; the binaries resume their workdirs, so rerunning
 the script only computes what is missing. The printed commands are the ones to copy.
 
-  python scripts/reproduce.py --part=vanilla --runs_dir=runs/repro
-  python scripts/reproduce.py --part=aux --runs_dir=runs/repro --data_dir=../shared/tfds
+  python experiments/reproduce.py --part=vanilla --runs_dir=runs/repro
+  python experiments/reproduce.py --part=aux --runs_dir=runs/repro --data_dir=../shared/tfds
 """
 
 import json
@@ -14,6 +14,8 @@ import sys
 
 from absl import app
 from absl import flags
+
+import formats
 
 _PART = flags.DEFINE_enum('part', 'vanilla', ['vanilla', 'aux'], 'Which table.')
 _RUNS_DIR = flags.DEFINE_string('runs_dir', 'runs/repro', 'Where the workdirs go.')
@@ -92,7 +94,7 @@ def main(argv):
     for seed in _SEEDS.value:
       workdir = os.path.join(_RUNS_DIR.value, _PART.value, f'{slug}_seed{seed}')
       _run(binary, [*flag_list, f'--seed={seed}'], workdir)  # a finished run only re-plots
-      with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      with open(os.path.join(workdir, formats.METRICS_FILE)) as f:
         records.append([json.loads(line) for line in f])
     table.append(_row(name, paper, records))
   header = ' | '.join(f'seed {s}: L_SR / rho / {"acc / " if _PART.value == "aux" else ""}RMS'
