@@ -1,4 +1,4 @@
-"""Shared tiny fixtures and NumPy oracles for the quine tests.
+"""Shared tiny fixtures and NumPy oracles for the quine tests, and the binaries run in-process.
 
 The test classes are `tf.test.TestCase` / `absltest` (no pytest fixtures), so the shared pieces are
 plain functions, imported as `from conftest import ...` (pytest puts `tests/` on sys.path, and so
@@ -8,13 +8,20 @@ The oracles re-derive the forward pass from the definitions (one-hot coordinate 
 projection matrix, then the layers), in float64 NumPy, without going through the Keras layers.
 """
 
+import contextlib
 import dataclasses
+import importlib
+import logging as std_logging
 import os
+import sys
+from unittest import mock
 
 # Keep TensorFlow's C++ INFO lines out of test logs (set before TensorFlow is imported anywhere).
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import logging  # pylint: disable=g-import-not-at-top
+from absl.testing import flagsaver  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from models import generator  # pylint: disable=g-import-not-at-top
@@ -24,7 +31,6 @@ from models.config import ModelConfig  # pylint: disable=g-import-not-at-top
 # the defaults (absltest.main() parses them when a test file is run directly).
 if not flags.FLAGS.is_parsed():
   flags.FLAGS.mark_as_parsed()
-
 
 
 def _split_the_cpu_in_two():
@@ -165,3 +171,113 @@ def aux_train_config(**overrides):
   from trainers import configs  # pylint: disable=g-import-not-at-top
   return dataclasses.replace(configs.AUX_PRESETS['tiny'], model=tiny_aux_config(), plot_every=0,
                              **overrides)
+
+
+# ------------------------------------------------------------------ the binaries, in this process
+#
+# A binary's bad command line is tested by parsing it and calling main(argv) here, as app.run
+# would, instead of starting a process that imports TensorFlow (seconds each). The binaries define
+# flags of the same names (--preset, --data_dir, --workdir, ...), which absl defines only once in a
+# process: each binary is imported alone, with its own copy of any module of ours that defines
+# flags (trainers/cli.py), and its flags stay out of absl's FLAGS except inside command_line().
+
+_FLAGS = flags.FLAGS
+_BINARIES = {}  # module name -> (the binary's module, {flag name: (Flag, module name, id)})
+
+
+def _defined_by_us(name):
+  """Whether flag `name` was defined by this repository's code (not absl's or TensorFlow's)."""
+  module = sys.modules.get(_FLAGS.find_module_defining_flag(name) or '')
+  path = os.path.abspath(getattr(module, '__file__', None) or os.sep)
+  return path.startswith(REPO_ROOT + os.sep) and not path.startswith(sys.prefix + os.sep)
+
+
+def _take_out(names):
+  """Removes flags `names` from FLAGS; returns them for _put_back."""
+  taken = {}
+  for name in names:
+    taken[name] = (_FLAGS[name], _FLAGS.find_module_defining_flag(name),
+                   _FLAGS.find_module_id_defining_flag(name))
+    delattr(_FLAGS, name)
+  return taken
+
+
+def _put_back(taken):
+  """Defines again in FLAGS the flags _take_out removed."""
+  for name, (flag, module_name, module_id) in taken.items():
+    _FLAGS[name] = flag
+    if module_name:
+      _FLAGS.register_flag_by_module(module_name, flag)
+      _FLAGS.register_flag_by_module_id(module_id, flag)
+
+
+def _ours():
+  """The names of the flags in FLAGS that this repository's code defined."""
+  return [name for name in list(_FLAGS) if _defined_by_us(name)]
+
+
+def import_binary(name):
+  """The binary module `name` (e.g. 'trainers.train_vanilla'), imported for command_line()."""
+  if name not in _BINARIES:
+    others = _take_out(_ours())
+    # The modules that defined them run again for this binary, which keeps its own copies; the
+    # rest of the process keeps the copies it has.
+    definers = {module_name for taken in [others] + [f for _, f in _BINARIES.values()]
+                for _, module_name, _ in taken.values()}
+    evicted = {m: sys.modules.pop(m) for m in definers if m in sys.modules}
+    attributes = {}
+    for m in evicted:
+      package, _, attribute = m.rpartition('.')
+      if hasattr(sys.modules.get(package), attribute):
+        attributes[m] = getattr(sys.modules[package], attribute)
+        delattr(sys.modules[package], attribute)
+    try:
+      module = importlib.import_module(name)
+    finally:
+      own = _take_out(_ours())  # the binary's flags (or those of a failed import)
+      for m, old in evicted.items():
+        if m != name:
+          sys.modules[m] = old
+      for m, old in attributes.items():
+        if m != name:
+          package, _, attribute = m.rpartition('.')
+          setattr(sys.modules[package], attribute, old)
+      _put_back(others)
+    _BINARIES[name] = module, own
+  return _BINARIES[name][0]
+
+
+@contextlib.contextmanager
+def command_line(binary, *args):
+  """Parses `args` as the command line of `binary` (from import_binary), as app.run does.
+
+  Yields main's argv. Meanwhile FLAGS holds the binary's own flags (and absl's and TensorFlow's)
+  alone, and sys.argv[0] is the binary's file (the program its error lines name); the flags,
+  sys.argv and the log settings main changes are restored after. absl's own checks (enum values,
+  validators, required flags) raise flags.Error here; app.run prints its message and exits 1.
+
+  Args:
+    binary: the module of a binary, from import_binary.
+    *args: its command line, without the program.
+  """
+  _, own = _BINARIES[binary.__name__]
+  argv = [binary.__file__, *args]
+  others = _take_out(_ours())
+  _put_back(own)
+  was_parsed = _FLAGS.is_parsed()
+  handler = logging.get_absl_handler()
+  filters, verbosity = list(handler.filters), logging.get_verbosity()
+  levels = {n: std_logging.getLogger(n).level for n in ('tensorflow', 'tf2onnx')}
+  try:
+    with flagsaver.flagsaver(), mock.patch.object(sys, 'argv', argv):
+      _FLAGS.unparse_flags()
+      yield _FLAGS(argv)
+  finally:
+    if was_parsed:
+      _FLAGS.mark_as_parsed()
+    handler.filters[:] = filters
+    logging.set_verbosity(verbosity)
+    for n, level in levels.items():
+      std_logging.getLogger(n).setLevel(level)
+    _take_out(list(own))
+    _put_back(others)

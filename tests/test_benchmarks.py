@@ -1,10 +1,13 @@
 """Smoke test of the benchmarks.
 
-Benchmarks are not tests: `QuickRunTest` only checks that `benchmarks/run.py --quick` still executes
-end to end (tiny sizes, random MNIST-shaped data, all implementations packed into two worker
-processes) and that each result row carries the fields the README's table is built from; no timing
-is asserted. The speed-ups the library adopted are tested with the library
-(tests/test_train_lib.py, tests/test_aux_lib.py, tests/test_projection.py).
+Benchmarks are not tests: `QuickRunTest` (marked slow) only checks that `benchmarks/run.py
+--quick` still executes end to end (tiny sizes, random MNIST-shaped data, all implementations
+packed into two worker processes) and that each result row carries the fields the README's table
+is built from; no timing is asserted. Without timing anything, `PlanTest` checks what run.py plans
+to time and how it fits the scaling, `HarnessTest` how a worker's failure comes back, and
+`TorchBaselineTest` that the PyTorch baseline is the same quine as the library's. The speed-ups
+the library adopted are tested with the library (tests/test_train_lib.py, tests/test_aux_lib.py,
+tests/test_projection.py).
 """
 
 import dataclasses
@@ -14,18 +17,29 @@ import subprocess
 import sys
 
 from absl.testing import absltest
+import numpy as np
+import pytest
+import torch
 
 from conftest import REPO_ROOT
+from conftest import import_binary
+from conftest import numpy_predict_weights
+from conftest import tiny_model_config
 from trainers import configs
 
 if REPO_ROOT not in sys.path:  # `benchmarks` is not an installed package
   sys.path.insert(0, REPO_ROOT)
 from benchmarks import cases  # pylint: disable=g-import-not-at-top
+from benchmarks import harness  # pylint: disable=g-import-not-at-top
+from benchmarks import torch_baseline  # pylint: disable=g-import-not-at-top
+
+run = import_binary('benchmarks.run')
 
 _FIELDS = ('case', 'impl', 'seconds', 'ratio_to_baseline', 'fraction_of_matmul_peak',
            'peak_rss_mb', 'throughput', 'gflops', 'repeats_s')
 
 
+@pytest.mark.slow  # run.py --quick as a process, its workers processes too
 class QuickRunTest(absltest.TestCase):
 
   @classmethod
@@ -92,6 +106,81 @@ class CasesTest(absltest.TestCase):
     # would leave the full passes' fraction_of_same_shape_peak empty.
     defaults = {f.name: f.default for f in dataclasses.fields(configs.TrainConfig)}
     self.assertEqual(cases.LIBRARY_EVAL_CHUNK, defaults['eval_chunk_size'])
+
+
+class PlanTest(absltest.TestCase):
+  """What run.py measures and how it fits the scaling, without running a worker."""
+
+  def test_quick_plan_packs_the_benches_into_one_worker_per_framework(self):
+    groups = run.benches(run.Sizes(quick=True), threads=2, data_path=None)
+    [(name, workers)] = run.plan(groups, quick=True, threads=2)
+    self.assertEqual(name, 'quick')
+    torch_worker, tf_worker = workers
+    self.assertTrue(all('torch' in b.factory for b in torch_worker.benches))
+    self.assertFalse(any('torch' in b.factory for b in tf_worker.benches))
+    self.assertEqual([w.threads for w in workers], [2, 2])
+    # Only the default-thread benches, and the matmul shapes once (the groups repeat them).
+    planned = [b for w in workers for b in w.benches]
+    self.assertFalse(any(b.impl.endswith('_1thread') for b in planned))
+    self.assertLen([b for b in tf_worker.benches if b.factory.endswith('make_tf_matmul')], 1)
+    every_case = {c for _, items in groups for t, b in items if t == 2 for c in b.cases}
+    self.assertEqual({c for b in planned for c in b.cases}, every_case)
+    # The full run: one worker per bench, thread counts as the groups give them.
+    full = run.plan(groups, quick=False, threads=2)
+    self.assertEqual([len(w) for _, w in full], [len(items) for _, items in groups])
+
+  def test_scaling_fits_the_exponent_of_each_implementation(self):
+    rows = []
+    for width in (8, 16, 32):
+      n = 2 * width * width + width
+      for case, seconds in ((f'full_pass_w{width}', 1e-6 * n), (f'train_w{width}', 1e-9 * n**2)):
+        rows.append(dict(impl='quine_zoo', group=f'scale_w{width}', case=case, num_weights=n,
+                         width=width, seconds=seconds, cpu_seconds=2 * seconds,
+                         peak_rss_mb=100.0))
+    fit = run.scaling(rows, ['quine_zoo', 'absent'])
+    self.assertEqual(list(fit), ['quine_zoo'])  # fewer than two widths: no fit
+    self.assertLen(fit['quine_zoo']['points'], 3)
+    self.assertAlmostEqual(fit['quine_zoo']['full_pass_s_exponent'], 1.0)
+    self.assertAlmostEqual(fit['quine_zoo']['epoch_s_exponent'], 2.0)
+    self.assertAlmostEqual(fit['quine_zoo']['peak_rss_mb_exponent'], 0.0)
+
+
+class HarnessTest(absltest.TestCase):
+
+  def test_a_failure_in_the_fresh_process_comes_back_with_its_traceback(self):
+    with self.assertRaisesRegex(harness.WorkerError,
+                                r"(?s)Traceback.*ValueError: invalid literal .*'x'"):
+      harness.run_in_process(int, 'x')
+
+
+class TorchBaselineTest(absltest.TestCase):
+
+  def test_baseline_predicts_what_the_librarys_quine_would_from_the_same_weights(self):
+    config = tiny_model_config()  # width 4: N = 2 * 4 * 4 + 4 = 36
+    model = torch_baseline.VanillaQuine(width=4, projection_seed=config.projection_seed,
+                                        projection_std=config.projection_std)
+    self.assertEqual(model.num_weights, 36)
+    # A Keras kernel [in, out] is a torch Linear's weight transposed.
+    kernels = [p.detach().numpy().T.astype(np.float64) for p in model.quine_parameters()]
+    np.testing.assert_allclose(model.flatten().detach().numpy(),
+                               np.concatenate([k.reshape(-1) for k in kernels]))
+    coordinates = np.arange(36)
+    predictions, metrics = torch_baseline.replication(model)
+    np.testing.assert_allclose(predictions.numpy(),
+                               numpy_predict_weights(config, kernels, coordinates),
+                               rtol=1e-5, atol=1e-6)
+    theta = np.concatenate([k.reshape(-1) for k in kernels])
+    self.assertAlmostEqual(metrics['rho'],
+                           np.sum((predictions.numpy() - theta)**2) / np.sum(theta**2), places=6)
+
+  def test_an_epoch_visits_every_coordinate_in_minibatches(self):
+    model = torch_baseline.VanillaQuine(width=4)
+    optimizer = torch.optim.Adamax(model.parameters(), lr=0.002)
+    before = model.flatten().detach().clone()
+    loss = torch_baseline.train_epoch(model, optimizer, batch_size=10)
+    self.assertGreater(loss, 0.0)
+    self.assertTrue(np.isfinite(loss))
+    self.assertFalse(torch.equal(model.flatten(), before))  # 4 steps of Adamax moved it
 
 
 if __name__ == '__main__':

@@ -1,4 +1,7 @@
-"""tf.distribute on a CPU: mirrored over 2 logical devices, 2 workers on 127.0.0.1, TPU wiring."""
+"""tf.distribute on a CPU: mirrored over 2 logical devices, 2 workers on 127.0.0.1, TPU wiring.
+
+The mirrored and multi-worker runs are processes of their own (marked slow).
+"""
 
 import json
 import os
@@ -11,6 +14,7 @@ from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from trainers import strategies
@@ -51,6 +55,7 @@ def _env(**extra):
   return env
 
 
+@pytest.mark.slow  # a process of its own, whose CPU it splits
 class MirroredTest(absltest.TestCase):
 
   def test_auxiliary_quine_on_two_cpu_replicas_matches_the_default_strategy(self):
@@ -69,6 +74,7 @@ class MirroredTest(absltest.TestCase):
                                      err_msg=f'phase {a["phase"]} {key}')
 
 
+@pytest.mark.slow  # two worker processes, then the binary
 class MultiWorkerTest(absltest.TestCase):
 
   def _start_workers(self, workdir, num_epochs, tag):

@@ -11,6 +11,7 @@ from unittest import mock
 
 from absl.testing import parameterized
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from export import dump as dump_lib
@@ -73,6 +74,7 @@ class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
       with self.assertRaisesRegex(tf.errors.InvalidArgumentError, 'coordinates must be'):
         loaded.signatures['predict_weights'](coordinates=tf.constant([bad], tf.int64))
 
+  @pytest.mark.slow  # saved_model_cli, a process
   def test_saved_model_cli_lists_signatures_with_their_names(self):
     cli = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
     out = subprocess.run([cli, 'show', '--all', '--dir', self.paths['auxiliary']],
@@ -121,6 +123,7 @@ class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters(('vanilla', 'serving_default'), ('auxiliary', 'serving_default'),
                             ('auxiliary', 'predict_weights'))
+  @pytest.mark.slow  # saved_model_cli, a process each; the Session loader test is the fast twin
   def test_saved_model_cli_run_gives_the_live_models_numbers(self, kind, signature):
     # `saved_model_cli run` restores through a Session, as TensorFlow Serving's C++ loader does.
     # (It refuses a run without inputs, so the `weights` signature is checked above instead.)

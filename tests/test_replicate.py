@@ -1,5 +1,12 @@
-"""Tests of the replication report (export.replication, experiments.replication_report) and the two binaries."""
+"""Tests of the replication report (export.replication, experiments.replication_report) and the
+binaries export/export_model.py, experiments/replicate.py and experiments/fertility.py.
 
+The binaries' refusals run in this process (conftest.command_line); their runs, a process each as
+a user starts them, are marked slow.
+"""
+
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -7,10 +14,14 @@ import subprocess
 import sys
 import tempfile
 
+from absl.testing import parameterized
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from conftest import REPO_ROOT
+from conftest import command_line
+from conftest import import_binary
 from export import dump as dump_lib
 from export import frameworks
 from export import replication
@@ -18,6 +29,32 @@ from experiments import replication_report as report
 from export import saved_model
 from export import testing
 from models import zoo
+
+_BINARIES = {'export_model.py': import_binary('export.export_model'),
+             'replicate.py': import_binary('experiments.replicate'),
+             'fertility.py': import_binary('experiments.fertility')}
+
+
+def _run_in_process(script, *args):
+  """(exit status, stderr) of `python <script> ARGS`, run in this process as app.run would.
+
+  A SystemExit's message goes to stderr with status 1, as Python does; any other exception (what
+  would be a traceback) propagates.
+  """
+  binary = _BINARIES[script]
+  stderr = io.StringIO()
+  status = 0
+  with contextlib.redirect_stderr(stderr):
+    try:
+      with command_line(binary, *args) as argv:
+        binary.main(argv)
+    except SystemExit as e:
+      if e.code is None or isinstance(e.code, int):
+        status = e.code or 0
+      else:
+        print(e.code, file=sys.stderr)
+        status = 1
+  return status, stderr.getvalue()
 
 
 class MetricsTest(tf.test.TestCase):
@@ -156,12 +193,14 @@ class ReportTest(tf.test.TestCase):
 
 
 class BinariesTest(tf.test.TestCase):
+  """export_model.py, replicate.py and fertility.py run as a user runs them: a process each."""
 
   def _run(self, script, *args):
     wing = 'export' if script == 'export_model.py' else 'experiments'
     return subprocess.run([sys.executable, os.path.join(REPO_ROOT, wing, script), *args],
                           capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
 
+  @pytest.mark.slow
   def test_export_then_replicate_from_the_command_line(self):
     root = self.create_tempdir().full_path
     testing.make_workdir(os.path.join(root, 'wd'), testing.VANILLA, scale=2.0)
@@ -174,6 +213,7 @@ class BinariesTest(tf.test.TestCase):
       self.assertIn(name, replicated.stdout)
     self.assertTrue(os.path.exists(f'{root}/x/vanilla/1.replication/lineage.png'))
 
+  @pytest.mark.slow
   def test_stability_of_an_export_from_the_command_line(self):
     root = self.create_tempdir().full_path
     testing.make_workdir(os.path.join(root, 'wd'), testing.VANILLA, scale=2.0)
@@ -190,10 +230,8 @@ class BinariesTest(tf.test.TestCase):
     again = self._run('fertility.py', f'--dump={root}/x/vanilla', '--generations=1',
                       '--num_perturbations=0')
     self.assertIn(f'{root}/x/vanilla/1.stability-2', again.stdout)
-    bad = self._run('fertility.py', f'--dump={root}/nowhere')
-    self.assertEqual(bad.returncode, 2)
-    self.assertEqual(len(bad.stderr.strip().splitlines()), 1, bad.stderr)
 
+  @pytest.mark.slow
   def test_pretrained_quines_from_the_command_line(self):
     root = self.create_tempdir().full_path
     # Export: SavedModel and ONNX rebuilt from the shipped weights, run by saved_model_cli.
@@ -229,20 +267,17 @@ class BinariesTest(tf.test.TestCase):
     self.assertIn('spectral radius 2.73', measured.stdout)
     self.assertEqual(os.listdir(zoo.pretrained_dir('exact_w5')),
                      list(zoo.catalogue()['exact_w5']['files']))  # nothing written there
-    for script, *args in (('export_model.py', f'--export_dir={root}/y'), ('replicate.py',),
-                          ('fertility.py',)):
-      bad = self._run(script, '--pretrained=nope', *args)
-      self.assertNotEqual(bad.returncode, 0)
-      self.assertIn("no pretrained quine named 'nope'", bad.stderr)
-      self.assertNotIn('Traceback', bad.stderr)
-    self.assertFalse(os.path.exists(f'{root}/y'))
+
+
+class BinaryErrorsTest(parameterized.TestCase):
+  """What the binaries refuse, in one line: their command lines run in this process."""
 
   def test_bad_dump_is_reported_in_one_line(self):
     root = self.create_tempdir().full_path
-    result = self._run('replicate.py', f'--dump={root}')
-    self.assertEqual(result.returncode, 2)
-    self.assertIn('replicate.py: error:', result.stderr)
-    self.assertIn('manifest.json', result.stderr)
+    status, stderr = _run_in_process('replicate.py', f'--dump={root}')
+    self.assertEqual(status, 2)
+    self.assertIn('replicate.py: error:', stderr)
+    self.assertIn('manifest.json', stderr)
 
   def test_damaged_saved_model_is_exit_2_in_one_line_naming_the_file(self):
     # Was: a 41-64 line traceback and exit 1 (the code for "frameworks disagree").
@@ -250,10 +285,25 @@ class BinariesTest(tf.test.TestCase):
     testing.make_workdir(os.path.join(root, 'wd'), testing.VANILLA, scale=2.0)
     version = saved_model.export_workdir(os.path.join(root, 'wd'), os.path.join(root, 'x'), 'v')
     shutil.rmtree(os.path.join(version, 'variables'))
-    result = self._run('replicate.py', f'--dump={version}', '--generations=0')
-    self.assertEqual(result.returncode, 2, result.stderr)
-    self.assertLen(result.stderr.strip().splitlines(), 1)
-    self.assertRegex(result.stderr, r'variables/variables\.\S+: missing')
+    status, stderr = _run_in_process('replicate.py', f'--dump={version}', '--generations=0')
+    self.assertEqual(status, 2, stderr)
+    self.assertLen(stderr.strip().splitlines(), 1)
+    self.assertRegex(stderr, r'variables/variables\.\S+: missing')
+
+  def test_missing_dump_is_exit_2_in_one_line_for_the_stability(self):
+    root = self.create_tempdir().full_path
+    status, stderr = _run_in_process('fertility.py', f'--dump={root}/nowhere')
+    self.assertEqual(status, 2)
+    self.assertEqual(len(stderr.strip().splitlines()), 1, stderr)
+
+  @parameterized.parameters('export_model.py', 'replicate.py', 'fertility.py')
+  def test_unknown_pretrained_name_is_refused(self, script):
+    root = self.create_tempdir().full_path
+    args = [f'--export_dir={root}/y'] if script == 'export_model.py' else []
+    status, stderr = _run_in_process(script, '--pretrained=nope', *args)
+    self.assertNotEqual(status, 0)
+    self.assertIn("no pretrained quine named 'nope'", stderr)
+    self.assertFalse(os.path.exists(f'{root}/y'))
 
 
 if __name__ == '__main__':

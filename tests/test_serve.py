@@ -1,4 +1,8 @@
-"""Tests of export.rest_api: TF Serving's REST API answered over real HTTP on a loopback port."""
+"""Tests of export.rest_api: TF Serving's REST API answered over real HTTP on a loopback port.
+
+Also of export/serve.py: its refusals in this process (conftest.command_line), and one run as a
+user starts it, a process serving pretrained quines (marked slow).
+"""
 
 import concurrent.futures
 import contextlib
@@ -16,14 +20,19 @@ import urllib.request
 from unittest import mock
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from werkzeug import serving as werkzeug_serving
 
 from conftest import REPO_ROOT
+from conftest import command_line
+from conftest import import_binary
 from export import saved_model
 from export import rest_api
 from export import testing
 from models import zoo
+
+serve = import_binary('export.serve')
 
 _TIMEOUT_S = 30
 
@@ -320,6 +329,7 @@ class ServerTest(tf.test.TestCase):
 
 class PretrainedServerTest(tf.test.TestCase):
 
+  @pytest.mark.slow
   def test_serve_binary_serves_pretrained_quines_by_name_and_cleans_up(self):
     env = dict(os.environ, TMPDIR=self.create_tempdir().full_path)
     process = subprocess.Popen(
@@ -345,11 +355,12 @@ class PretrainedServerTest(tf.test.TestCase):
     self.assertEqual([n for n in os.listdir(env['TMPDIR']) if n.startswith('quine-zoo')], [])
 
   def test_unknown_pretrained_name_is_one_line(self):
-    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'export', 'serve.py'),
-                             '--pretrained=exact_w5,nope'], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=120)
-    self.assertNotEqual(result.returncode, 0)
-    self.assertEqual(result.stderr.strip().splitlines()[-1],
+    # `python export/serve.py --pretrained=exact_w5,nope`, in this process, as app.run would:
+    # the exit message is what Python prints on stderr, with exit status 1.
+    with self.assertRaises(SystemExit) as exited:
+      with command_line(serve, '--pretrained=exact_w5,nope') as argv:
+        serve.main(argv)
+    self.assertEqual(exited.exception.code,
                      "serve.py: error: no pretrained quine named 'nope'; the zoo has "
                      + ', '.join(zoo.list_pretrained()))
 

@@ -8,9 +8,13 @@ import subprocess
 import sys
 
 from absl.testing import absltest
+from absl.testing import parameterized
+import pytest
 
-from conftest import REPO_ROOT, aux_train_config, fake_mnist
-from trainers import sweep_lib
+from conftest import REPO_ROOT, aux_train_config, command_line, fake_mnist, import_binary
+from experiments import sweep_lib
+
+sweep_aux = import_binary('experiments.sweep_aux')
 
 
 class SweepTest(absltest.TestCase):
@@ -48,18 +52,48 @@ class SweepTest(absltest.TestCase):
 
 
 
-class SweepAuxCliTest(absltest.TestCase):
-  """The sweep_aux.py binary refuses what cannot run before loading any data."""
+class SweepAuxCliTest(parameterized.TestCase):
+  """The sweep_aux.py binary refuses what cannot run before loading any data.
+
+  Its command line is parsed and main(argv) called in this process, as app.run would
+  (conftest.command_line); one test, marked slow, starts it as a user does (a subprocess).
+  """
 
   def _run(self, *args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
     env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p)
-    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'trainers', 'sweep_aux.py'),
+    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'experiments', 'sweep_aux.py'),
                            *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=300, check=False)
 
-  def test_a_preset_that_cannot_take_mnist_is_refused_before_loading_it(self):
+  def _error_line(self, *args):
+    """The one line `python experiments/sweep_aux.py ARGS` exits with, run in this process."""
+    with self.assertRaises(SystemExit) as exited:  # not another exception: no traceback
+      with command_line(sweep_aux, *args) as argv:
+        sweep_aux.main(argv)
+    line = exited.exception.code
+    self.assertIsInstance(line, str)  # Python prints it on stderr and exits with status 1
+    self.assertLen(line.splitlines(), 1)
+    return line
+
+  @parameterized.named_parameters(
+      ('preset_that_cannot_take_mnist', ['--preset=tiny', '--data_dir={empty}', '--nodownload'],
+       'sweep_aux.py: error: --preset=tiny cannot run on MNIST: its quine takes 16-pixel images '
+       'in 3 classes, MNIST has 784 pixels and 10 classes'),
+      ('non_finite_task_weights', ['--task_weights=0.1,nan'],
+       'sweep_aux.py: error: --task_weights=0.1,nan must be finite numbers >= 0'),
+  )
+  def test_what_cannot_run_is_refused_before_loading_mnist(self, args, line):
     empty = self.create_tempdir().full_path  # no MNIST here: the check must come first
+    sweep_dir = os.path.join(self.create_tempdir().full_path, 'sweep')
+    self.assertEqual(
+        self._error_line(f'--sweep_dir={sweep_dir}', *(a.format(empty=empty) for a in args)),
+        line)
+    self.assertFalse(os.path.exists(sweep_dir))
+
+  @pytest.mark.slow
+  def test_a_preset_that_cannot_take_mnist_is_refused_by_the_process(self):
+    empty = self.create_tempdir().full_path
     sweep_dir = os.path.join(self.create_tempdir().full_path, 'sweep')
     proc = self._run(f'--sweep_dir={sweep_dir}', '--preset=tiny', f'--data_dir={empty}',
                      '--nodownload')
@@ -68,14 +102,6 @@ class SweepAuxCliTest(absltest.TestCase):
     self.assertEqual(proc.stderr.strip().splitlines()[-1],
                      'sweep_aux.py: error: --preset=tiny cannot run on MNIST: its quine takes '
                      '16-pixel images in 3 classes, MNIST has 784 pixels and 10 classes')
-    self.assertFalse(os.path.exists(sweep_dir))
-
-  def test_non_finite_task_weights_are_refused(self):
-    sweep_dir = os.path.join(self.create_tempdir().full_path, 'sweep')
-    proc = self._run(f'--sweep_dir={sweep_dir}', '--task_weights=0.1,nan')
-    self.assertNotEqual(proc.returncode, 0)
-    self.assertEqual(proc.stderr.strip().splitlines()[-1],
-                     'sweep_aux.py: error: --task_weights=0.1,nan must be finite numbers >= 0')
     self.assertFalse(os.path.exists(sweep_dir))
 
 

@@ -1,7 +1,7 @@
 """Tests of the vanilla quine's training library: steps, epochs, regeneration, the phase loop.
 
 Every run is the 'tiny' preset or close to it (width 4, N = 36, minibatches of 2), a second or
-so on one CPU core.
+so on one CPU core; the runs killed with SIGKILL are processes of their own (marked slow).
 """
 
 # The tests replay an epoch's minibatches, so they read QuineTrainer.epoch_batches.
@@ -18,6 +18,7 @@ import textwrap
 
 from absl.testing import parameterized
 import numpy as np
+import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
@@ -458,6 +459,7 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(_without_timing(_read_lines(a)), _without_timing(_read_lines(b)))
 
   @parameterized.parameters('save:0', 'phase:1', 'save:2')
+  @pytest.mark.slow  # a process each, killed; the resumes above are in this process
   def test_a_sigkilled_run_resumes_without_recording_a_phase_twice(self, kill_at):
     # save:0 is a kill before the first checkpoint (phase 0 logged), phase:1 one during the first
     # epoch, save:2 one between phase 2's summaries and its checkpoint.

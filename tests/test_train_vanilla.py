@@ -1,7 +1,9 @@
-"""Tests of the train_vanilla.py binary, run as a user runs it (a subprocess).
+"""Tests of the train_vanilla.py binary.
 
-Each subprocess imports TensorFlow (a few seconds), so there are only a handful: the bad-flag
-cases, and one tiny run that writes every artifact.
+Its command line is parsed and its main(argv) called in this process, as app.run would
+(conftest.command_line): a bad flag is refused with one error line before anything is written.
+The runs are as a user makes them, a subprocess each (importing TensorFlow takes seconds, training
+longer), and marked slow: one tiny run that writes every artifact, and the stable presets'.
 """
 
 import glob
@@ -10,12 +12,18 @@ import os
 import subprocess
 import sys
 
+from absl import flags
 from absl.testing import parameterized
 import numpy as np
+import pytest
 import safetensors.numpy
 import tensorflow as tf
 
 from conftest import REPO_ROOT
+from conftest import command_line
+from conftest import import_binary
+
+train_vanilla = import_binary('trainers.train_vanilla')
 
 _BINARY = os.path.join(REPO_ROOT, 'trainers', 'train_vanilla.py')
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -29,11 +37,27 @@ def _run_binary(*args):
                         capture_output=True, text=True, timeout=300, check=False)
 
 
+def _main(*args):
+  """`python trainers/train_vanilla.py ARGS` in this process; absl's refusals raise flags.Error."""
+  with command_line(train_vanilla, *args) as argv:
+    train_vanilla.main(argv)
+
+
 def _lines(text):
   return [line for line in text.splitlines() if line.strip()]
 
 
 class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
+
+  def _error_line(self, *args):
+    """The one line the binary exits with: Python prints it on stderr and exits with status 1."""
+    with self.assertRaises(SystemExit) as exited:  # not another exception: no traceback
+      _main(*args)
+    line = exited.exception.code
+    self.assertIsInstance(line, str)
+    self.assertLen(line.splitlines(), 1)
+    self.assertStartsWith(line, 'train_vanilla.py: error: ')
+    return line
 
   @parameterized.named_parameters(
       ('batch_size_above_n', ['--preset=tiny', '--batch_size=100000'],
@@ -59,15 +83,7 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
   )
   def test_bad_config_exits_with_one_error_line(self, args, message):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
-    result = _run_binary(f'--workdir={workdir}', *args)
-    self.assertNotEqual(result.returncode, 0, result.stderr)
-    self.assertNotIn('Traceback', result.stderr)
-    # TensorFlow's own start-up notes may precede it; the binary's error is one line, the last.
-    errors = [line for line in _lines(result.stderr) if ': error: ' in line]
-    self.assertLen(errors, 1, result.stderr)
-    self.assertStartsWith(errors[0], 'train_vanilla.py: error: ')
-    self.assertRegex(errors[0], message)
-    self.assertEqual(_lines(result.stderr)[-1], errors[0])
+    self.assertRegex(self._error_line(f'--workdir={workdir}', *args), message)
     self.assertFalse(os.path.exists(workdir))  # refused before touching the file system
 
   def test_export_dir_that_cannot_be_written_is_refused_before_training(self):
@@ -75,54 +91,38 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
     with open(os.path.join(root, 'file'), 'w') as f:
       f.write('not a folder')
     workdir = os.path.join(root, 'run')
-    result = _run_binary(f'--workdir={workdir}', '--preset=tiny',
-                         f'--export_dir={root}/file/exports')
-    self.assertNotEqual(result.returncode, 0, result.stderr)
-    self.assertNotIn('Traceback', result.stderr)
-    self.assertEqual(_lines(result.stderr)[-1],
-                     f'train_vanilla.py: error: --export_dir={root}/file/exports: {root}/file '
-                     'is not a directory')
+    self.assertEqual(
+        self._error_line(f'--workdir={workdir}', '--preset=tiny',
+                         f'--export_dir={root}/file/exports'),
+        f'train_vanilla.py: error: --export_dir={root}/file/exports: {root}/file '
+        'is not a directory')
     self.assertFalse(os.path.exists(workdir))
 
-  def test_tpu_strategy_without_a_tpu_is_rejected_by_absl(self):
+  @parameterized.named_parameters(
+      ('tpu_strategy_without_a_tpu', ['--strategy=tpu'], r'--strategy=tpu needs --tpu=NAME'),
+      ('enum_value', ['--optimizer=nope'], r'--optimizer=nope: value should be one of'),
+      ('negative_thread_count', ['--intra_op_threads=-1'], r'--intra_op_threads must be >= 0'),
+  )
+  def test_bad_flag_value_is_rejected_by_absl(self, args, message):
+    # app.run prints absl's message (no traceback) and exits 1.
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
-    result = _run_binary(f'--workdir={workdir}', '--preset=tiny', '--strategy=tpu')
-    self.assertNotEqual(result.returncode, 0, result.stderr)
-    self.assertNotIn('Traceback', result.stderr)
-    self.assertRegex(result.stderr, r'--strategy=tpu needs --tpu=NAME')
-    self.assertFalse(os.path.exists(workdir))
-
-  def test_enum_flag_value_is_rejected_by_absl(self):
-    workdir = os.path.join(self.create_tempdir().full_path, 'run')
-    result = _run_binary(f'--workdir={workdir}', '--preset=tiny', '--optimizer=nope')
-    self.assertNotEqual(result.returncode, 0, result.stderr)
-    self.assertNotIn('Traceback', result.stderr)
-    self.assertRegex(result.stderr, r'--optimizer=nope: value should be one of')
-    self.assertFalse(os.path.exists(workdir))
-
-  def test_negative_thread_count_is_rejected_by_absl(self):
-    workdir = os.path.join(self.create_tempdir().full_path, 'run')
-    result = _run_binary(f'--workdir={workdir}', '--preset=tiny', '--intra_op_threads=-1')
-    self.assertNotEqual(result.returncode, 0, result.stderr)
-    self.assertNotIn('Traceback', result.stderr)
-    self.assertRegex(result.stderr, r'--intra_op_threads must be >= 0')
+    with self.assertRaisesRegex(flags.Error, message):
+      _main(f'--workdir={workdir}', '--preset=tiny', *args)
     self.assertFalse(os.path.exists(workdir))
 
   def test_unknown_preset_is_rejected(self):
     # Whether --preset is an enum (absl rejects it) or checked by the config, the user is told.
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
-    result = _run_binary(f'--workdir={workdir}', '--preset=nope')
-    self.assertNotEqual(result.returncode, 0, result.stderr)
-    self.assertNotIn('Traceback', result.stderr)
-    self.assertRegex(result.stderr, r"--preset='?nope")
+    with self.assertRaisesRegex((flags.Error, SystemExit), r"--preset='?nope"):
+      _main(f'--workdir={workdir}', '--preset=nope')
     self.assertFalse(os.path.exists(workdir))
 
   def test_missing_workdir_is_rejected(self):
-    result = _run_binary('--preset=tiny')
-    self.assertNotEqual(result.returncode, 0)
-    self.assertNotIn('Traceback', result.stderr)
-    self.assertRegex(result.stderr, r'--workdir')
+    # By absl (a required flag) or by the binary (one error line), naming the flag.
+    with self.assertRaisesRegex((flags.Error, SystemExit), r'--workdir'):
+      _main('--preset=tiny')
 
+  @pytest.mark.slow
   def test_tiny_run_writes_every_artifact_and_refuses_another_config(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
     result = _run_binary(f'--workdir={workdir}', '--preset=tiny', '--num_epochs=1',
@@ -181,6 +181,7 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
     self.assertGreater(records[-1]['weight_rms'], records[0]['weight_rms'] / 2)
     return report
 
+  @pytest.mark.slow
   def test_stable_preset_trains_a_fertile_quine_of_the_papers_size(self):
     # The issue's target: N >= 20,000, found by the paper's own regeneration from the initial
     # weights, a contracting fixed point whose exported descendants are quines in every framework.
@@ -203,7 +204,7 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
     self.assertGreater(np.std(theta), 0.1)  # spread over the range, not one value
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
     replicated = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, 'export', 'replicate.py'),
+        [sys.executable, os.path.join(REPO_ROOT, 'experiments', 'replicate.py'),
          f'--dump={exports}/stable', '--generations=3', '--nostability',
          f'--output_dir={base}/lineage'],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
@@ -213,6 +214,7 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLen(lineage, 4)
     self.assertTrue(all(row['agrees'] and row['rho'] < 1e-12 for row in lineage), lineage)
 
+  @pytest.mark.slow
   def test_regeneration_finds_a_contracting_quine_at_width_8(self):
     # The issue's tiny-size test of the method: the stable preset's architecture at width 8
     # (N = 72; the gain rescaled to the width) is reached from the initial weights.
@@ -221,6 +223,7 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(result.returncode, 0, result.stderr)
     self._assert_fertile(workdir)
 
+  @pytest.mark.slow
   def test_stable_w4_preset_solves_a_contracting_quine(self):
     # The zoo's fixed-point solver finds a contracting fixed point at width 4.
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
