@@ -106,7 +106,7 @@ def _train_config(kind, width, batch_size, steps_per_loop=0, eval_chunk_size=Non
   """The paper preset at another width; None keeps the library's default of that field."""
   import dataclasses  # pylint: disable=g-import-not-at-top
   from trainers import configs  # pylint: disable=g-import-not-at-top
-  base = (configs.AUX_PRESETS if kind == 'auxiliary' else configs.PRESETS)['paper']
+  base = configs.PRESETS_BY_KIND[kind]['paper']
   model_config = dataclasses.replace(base.model, width=width, **(model or {}))
   overrides = dict(model=model_config, batch_size=batch_size, steps_per_loop=steps_per_loop)
   if eval_chunk_size:
@@ -176,7 +176,7 @@ class _TfQuine:
         out['paired_peak_gflops'] = list(self._paired_peaks)  # warm-ups first
     else:
       # An auxiliary step also projects images and runs the class head: no FLOP count given.
-      flops = None if config.model.kind == 'auxiliary' else _step_flops(b, d) * (n // b)
+      flops = None if config.model.classifies else _step_flops(b, d) * (n // b)
       out.update(flops=flops, units=n, unit='coordinates/s', epoch_steps=self._epoch_steps)
       if action == 'steps':
         out.update(measured_steps=self._steps, scale_to_epoch=self._epoch_steps / self._steps)

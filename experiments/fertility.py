@@ -10,7 +10,8 @@ Examples (from the repository root):
 
   python experiments/fertility.py --dump=exports/vanilla
   python experiments/fertility.py --dump=exports/fixed_point/1 --generations=300 --noise=0.02
-  python experiments/fertility.py --pretrained=fixed_point_w100_s0     # writes fixed_point_w100_s0.stability/
+  # writes fixed_point_w100_s0.stability/:
+  python experiments/fertility.py --pretrained=fixed_point_w100_s0
 
 Exit status: 0 when the quine is contracting, 1 when it is not, 2 on a bad dump.
 """
@@ -51,7 +52,7 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where stability.json and 
 
 
 def _fail(message):
-  print(f'stability.py: error: {message}', file=sys.stderr)
+  print(f'fertility.py: error: {message}', file=sys.stderr)
   sys.exit(2)
 
 
@@ -69,7 +70,7 @@ def main(argv):
       default_output = dump.path + '.stability'
   except (dump_lib.DumpError, zoo.PretrainedError) as e:
     _fail(e)
-  if dump.kind != 'vanilla':
+  if dump.classifies:
     _fail(f'{dump.path} holds an {dump.kind} quine; stability is measured for vanilla ones')
   output_dir = report_lib.fresh_directory(_OUTPUT_DIR.value or default_output)
   # TensorFlow and scipy only now that the input is known to be good.

@@ -11,7 +11,7 @@ Examples (from the repository root):
   python experiments/replicate.py --dump=exports/aux/1 --data_dir=../shared/tfds --generations=3
   python experiments/replicate.py --dump=exports/vanilla/1 --frameworks=numpy,torch \
       --lineage_framework=numpy --output_dir=/tmp/lineage
-  python experiments/replicate.py --pretrained=exact_w5 --generations=300   # report: exact_w5.replication
+  python experiments/replicate.py --pretrained=exact_w5 --generations=300  # -> exact_w5.replication
 
 A pretrained quine (--pretrained=NAME, models.list_pretrained()) is exported into a temporary folder
 first (SavedModel and ONNX rebuilt from its weights); its report goes to --output_dir, by default
@@ -33,6 +33,7 @@ from export import frameworks
 from export import replication
 from experiments import replication_report as report
 from models import zoo
+from models.config import KIND_REGISTRY
 
 _DUMP = flags.DEFINE_string('dump', None, 'A dump folder, or an exported model folder (newest '
                             'version).')
@@ -64,7 +65,7 @@ def _fail(message):
 
 def _test_data(config):
   """MNIST's test split for an auxiliary quine of 784-pixel images; (None, None) otherwise."""
-  if config['kind'] != 'auxiliary':
+  if not KIND_REGISTRY[config['kind']].classifies:
     return None, None
   if config['image_size'] != 784:
     print(f'(image_size {config["image_size"]} is not MNIST\'s 784: no test accuracy)')
@@ -85,7 +86,7 @@ def main(argv):
       config = dump_lib.read_dump(path).config
     images, labels = _test_data(config)
     stability_config = None
-    if _STABILITY.value and config['kind'] == 'vanilla':
+    if _STABILITY.value and not KIND_REGISTRY[config['kind']].classifies:
       from models import stability  # pylint: disable=g-import-not-at-top
       stability_config = stability.StabilityConfig()
 

@@ -12,9 +12,9 @@ import json
 import os
 
 import formats
+from experiments import lineage
 from export import dump as dump_lib
 from export import frameworks as frameworks_lib
-from experiments import lineage
 from export import replication
 
 REPORT_TEXT = 'report.txt'
@@ -46,7 +46,7 @@ def _describe(dump):
   shape = f'width {c["width"]}, {c["num_hidden"]} hidden {c["activation"]}'
   if c.get('kernel_norm', 'none') != 'none':
     shape += f' ({c["kernel_norm"]}d kernels), {c["output_activation"]} output'
-  if dump.kind == 'auxiliary':
+  if dump.classifies:
     shape += f', {c["coordinate_units"]} coordinate units, {c["num_classes"]} classes'
   return f'{dump.kind} quine ({shape}), N = {dump.num_weights:,} weights, from {dump.path}'
 
@@ -101,22 +101,22 @@ def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
   log(blocks[-1])
 
   title = f'{dump.kind} quine, N = {dump.num_weights:,}: lineage built with {lineage_framework}'
-  formats.write_atomic(os.path.join(output_dir, LINEAGE_PNG), lineage.lineage_png(lineage_rows, title))
+  formats.write_atomic(os.path.join(output_dir, LINEAGE_PNG),
+                       lineage.lineage_png(lineage_rows, title))
   agrees = all(r['agrees'] for r in rows) and all(r.get('agrees', True) for r in lineage_rows)
   report = {'dump': dump.path, 'frameworks': list(frameworks), 'generations': generations,
             'lineage_framework': lineage_framework,
             'num_test_images': None if images is None else len(images),
             'replication': rows, 'lineage': lineage_rows, 'agrees': agrees,
             'lineage_diverged_after': diverged[0] if diverged else None}
-  if stability_config is not None and dump.kind == 'vanilla':
+  if stability_config is not None and not dump.classifies:
     report['stability'] = _stability(dump, stability_config, output_dir)
     from models import stability  # pylint: disable=g-import-not-at-top
     blocks.append('Stability of the fixed point (J = d f_theta(C) / d theta, TensorFlow, '
                   'float64):\n' + stability.summary_line(report['stability']))
     log(blocks[-1])
-  formats.write_atomic(os.path.join(output_dir, REPORT_JSON),
-                json.dumps(report, indent=2).encode('utf-8'))
-  formats.write_atomic(os.path.join(output_dir, REPORT_TEXT), ('\n\n'.join(blocks) + '\n').encode())
+  formats.write_atomic(os.path.join(output_dir, REPORT_JSON), json.dumps(report, indent=2))
+  formats.write_atomic(os.path.join(output_dir, REPORT_TEXT), '\n\n'.join(blocks) + '\n')
   spectrum = ', spectrum.png' if 'stability' in report else ''
   log(f'Wrote {output_dir}/{{{REPORT_TEXT}, {REPORT_JSON}, {LINEAGE_PNG}{spectrum}, generation_*}}'
       + ('' if agrees else '\nSOME FRAMEWORKS DISAGREE (see the agrees column)'))
@@ -129,6 +129,6 @@ def _stability(dump, config, output_dir):
   from trainers import plots  # pylint: disable=g-import-not-at-top
   result = stability.analyse(frameworks_lib.keras_model(dump), config)
   formats.write_atomic(os.path.join(output_dir, SPECTRUM_PNG),
-                plots.spectrum_png(result, title=dump.path))
+                       plots.spectrum_png(result, title=dump.path))
   return result
 

@@ -1,4 +1,4 @@
-"""Framework-neutral weight dumps of a quine, written and read with NumPy (and onnx) alone.
+"""Framework-neutral weight dumps of a quine, written and read with NumPy, safetensors and onnx.
 
 A dump is a folder (an export version folder, one generation of a lineage, or a pretrained quine
 of `models/pretrained/`) holding
@@ -6,7 +6,7 @@ of `models/pretrained/`) holding
   manifest.json        what another framework needs to rebuild the forward pass
                        (`export.manifest`, derived from `models.architecture`);
   weights.safetensors  the weights theta, one tensor per layer, in canonical order (the file's
-                       data block is theta itself, float32 little-endian; `formats.encode_safetensors`);
+                       data block is theta itself, float32 little-endian; `formats`);
   model.onnx           an ONNX graph (opset 18) from coordinates (and images) to predictions, whose
                        weight initializers carry the canonical names (`export.onnx_graph`); a
                        weights-only dump (the pretrained quines) leaves it out, and exporting
@@ -32,6 +32,7 @@ import formats
 from export import manifest as manifest_lib
 from export import onnx_graph
 from export.manifest import DumpError, MANIFEST_FILE, ONNX_FILE, WEIGHTS_FILE
+from models.config import KIND_REGISTRY
 
 # --------------------------------------------------------------------------- writing
 
@@ -135,6 +136,11 @@ class Dump:
   @property
   def kind(self):
     return self.config['kind']
+
+  @property
+  def classifies(self):
+    """Whether the quine has an image input and a class head (models.config.Kind)."""
+    return KIND_REGISTRY[self.kind].classifies
 
   @property
   def num_weights(self):

@@ -74,7 +74,7 @@ class NumpyReplica(Replica):
     self.arch = dump.architecture
     self.weights = {k: np.asarray(v, np.float32) for k, v in dump.weights.items()}
     self.theta = dump.theta
-    self._image_matrix = dump.projection('image') if dump.kind == 'auxiliary' else None
+    self._image_matrix = dump.projection('image') if dump.classifies else None
 
   def predict_weights(self, coordinates):
     rows = self.dump.projection('coordinate', np.asarray(coordinates))
@@ -135,7 +135,7 @@ class TorchReplica(Replica):
     self.arch = dump.architecture
     self.weights = {k: torch.from_numpy(np.array(v, np.float32)) for k, v in dump.weights.items()}
     self.theta = torch.cat([w.reshape(-1) for w in self.weights.values()]).numpy()
-    if dump.kind == 'auxiliary':
+    if dump.classifies:
       image = self.arch.projections['image']
       self._image_matrix = torch_projection(
           image.seed, torch.arange(image.num_rows), image.num_columns, image.std)
@@ -175,7 +175,7 @@ class OnnxRuntimeReplica(Replica):
     names = dump.manifest['onnx']['weight_initializers']
     self.theta = np.concatenate([values[names[name]].reshape(-1) for name in dump.weights])
     self._session = ort.InferenceSession(data, providers=['CPUExecutionProvider'])
-    self._aux = dump.kind == 'auxiliary'
+    self._aux = dump.classifies
 
   def _run(self, output, coordinates, images):
     feeds = {manifest_lib.ONNX_COORDINATES: np.asarray(coordinates, np.int64).reshape(-1)}
@@ -218,7 +218,7 @@ class TensorFlowReplica(Replica):
       self._loaded = loaded  # keeps the variables alive
       predict = loaded.signatures['predict_weights']
       self._predict = lambda c: predict(coordinates=c)['predicted_weights']
-      if dump.kind == 'auxiliary':
+      if dump.classifies:
         classify = loaded.signatures['classify']
         self._classify = lambda x: classify(images=x)['logits']
     else:
@@ -228,7 +228,7 @@ class TensorFlowReplica(Replica):
       self.theta = model.flatten().numpy()
       # Eager: a handful of ops per chunk, and no retracing per rebuilt generation.
       self._predict = model.predict_weights
-      if dump.kind == 'auxiliary':
+      if dump.classifies:
         self._classify = model.classify
 
   def predict_weights(self, coordinates):

@@ -90,7 +90,7 @@ def architecture_section(arch):
         'formula': (f'standardise(W) = gain * W / (sqrt(mean(W ** 2)) * sqrt(W.shape[0])), '
                     f'gain = {float(config.gain)!r} (no parameters; W is the stored kernel)')}
   width, units = config.width, arch.coordinate_units
-  if arch.kind == 'auxiliary':
+  if arch.classifies:
     section['layers'].append({'name': 'class_head', 'shape': [width, config.num_classes],
                               'activation': 'none; logits = (h @ class_head) / temperature',
                               'temperature': float(config.temperature)})
@@ -113,7 +113,7 @@ def onnx_interface(arch):
   config = arch.config
   inputs = {ONNX_COORDINATES: 'int64 [B], each in [0, num_weights)'}
   outputs = {ONNX_PREDICTED_WEIGHTS: 'float32 [B]'}
-  if arch.kind == 'auxiliary':
+  if arch.classifies:
     inputs[ONNX_IMAGES] = (f'float32 [M, {config.image_size}]; feed M = 0 (or B = 0 '
                            'coordinates) to run one head only')
     outputs[ONNX_LOGITS] = f'float32 [M, {config.num_classes}]'

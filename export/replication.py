@@ -100,7 +100,7 @@ def evaluate(replica, images=None, labels=None):
   predictions = replica.predict_all()
   row = {'framework': replica.name, **metrics(replica.theta, predictions)}
   logits = None
-  if images is not None and replica.dump.kind == 'auxiliary':
+  if images is not None and replica.dump.classifies:
     logits = replica.classify_all(images)
     if labels is not None:
       row['test_accuracy'] = accuracy(logits, labels)

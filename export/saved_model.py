@@ -208,7 +208,7 @@ def serving_archive(model):
 
   coordinates = [tf.TensorSpec([None], tf.int64, name='coordinates')]
   # ExportArchive aliases its first endpoint as serving_default (one function, two signatures).
-  if config.kind == 'auxiliary':
+  if config.classifies:
     archive.add_endpoint('classify', classify, input_signature=[
         tf.TensorSpec([None, config.image_size], tf.float32, name='images')])
   archive.add_endpoint('predict_weights', predict_weights, input_signature=coordinates)
@@ -238,7 +238,7 @@ def _onnx_function(model, weights):
     return {name: tf.constant(weights[name], name=name) for name in arch.weight_names}
 
   coordinates_spec = tf.TensorSpec([None], tf.int64, name=manifest_lib.ONNX_COORDINATES)
-  if arch.kind != 'auxiliary':
+  if not arch.classifies:
     @tf.function(input_signature=[coordinates_spec])
     def vanilla(coordinates):
       return {manifest_lib.ONNX_PREDICTED_WEIGHTS:
@@ -312,7 +312,7 @@ def _check_against_onnx(model, version_dir):
   n = model.num_weights
   coordinates = np.unique(np.linspace(0, n - 1, min(n, 4096)).astype(np.int64))
   feeds = {manifest_lib.ONNX_COORDINATES: coordinates}
-  if model.config.kind == 'auxiliary':
+  if model.config.classifies:
     feeds[manifest_lib.ONNX_IMAGES] = np.zeros([0, model.config.image_size], np.float32)
   session = ort.InferenceSession(os.path.join(version_dir, manifest_lib.ONNX_FILE),
                                  providers=['CPUExecutionProvider'])

@@ -64,6 +64,7 @@ class Architecture:
   Attributes:
     config: the (validated) ModelConfig.
     kind: 'vanilla' or 'auxiliary'.
+    classifies: whether the quine has an image input and a class head (models.config.Kind).
     activation, output_activation: registry entries (`models.activations.Activation`).
     params: the activation parameters (ModelConfig fields the entries read).
     weights: [(name, shape)] of theta's tensors in canonical order.
@@ -81,6 +82,7 @@ class Architecture:
     self.config = config.validate()
     c = self.config
     self.kind = c.kind
+    self.classifies = c.classifies
     self.activation = activations.get(c.activation)
     self.output_activation = activations.get(c.output_activation)
     self.params = {name: getattr(c, name)
@@ -88,19 +90,19 @@ class Architecture:
     self.hidden = [f'hidden_{i + 1}' for i in range(c.num_hidden)]
     self.weights = [(name, (c.width, c.width)) for name in self.hidden]
     self.weights.append(('weight_head', (c.width, 1)))
-    if self.kind == 'auxiliary':
+    if self.classifies:
       self.weights.append(('class_head', (c.width, c.num_classes)))
     self.weight_path = ([(name, self.activation) for name in self.hidden]
                         + [('weight_head', self.output_activation)])
     self.standardised = c.kernel_norm == 'standardise'
-    self.coordinate_units = c.coordinate_units if self.kind == 'auxiliary' else c.width
+    self.coordinate_units = c.coordinate_units if self.classifies else c.width
     self.num_weights = sum(int(np.prod(shape)) for _, shape in self.weights)
     assert self.num_weights == c.num_weights, (self.num_weights, c.num_weights)
     units = self.coordinate_units
     self.projections = {'coordinate': ProjectionSpec(
         c.projection_seed, self.num_weights, units, c.projection_std,
         f'hidden units [0, {units}) of the first layer input')}
-    if self.kind == 'auxiliary':
+    if self.classifies:
       self.projections['image'] = ProjectionSpec(
           c.projection_seed + 1, c.image_size, c.width - units, c.image_projection_std,
           f'hidden units [{units}, {c.width}) of the first layer input (images @ matrix)')
@@ -163,7 +165,7 @@ class Architecture:
     An auxiliary quine pairs them with a zero image part.
     """
     h = coordinate_rows
-    if self.kind == 'auxiliary':
+    if self.classifies:
       h = backend.pad(h, right=self.image_units)
     return self.weight_output(backend, weights, self.trunk(backend, weights, h))
 

@@ -9,7 +9,32 @@ import math
 
 from models import activations
 
-KINDS = ('vanilla', 'auxiliary')
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+  """A kind of quine: the one place that says how the kinds differ.
+
+  Code elsewhere asks a config, an architecture or a dump what it can do (`classifies`), never
+  which kind it is.
+
+  Attributes:
+    name: the value of ModelConfig.kind.
+    classifies: whether it also has an image input and a class head (part of theta), and a task:
+      MNIST test accuracy is measured, and its Jacobian d f_theta(C) / d theta is not defined
+      without choosing an image (the stability analysis covers the other kinds).
+    trainer: the binary that trains it.
+  """
+  name: str
+  classifies: bool
+  trainer: str
+
+
+KIND_REGISTRY = {
+    'vanilla': Kind('vanilla', classifies=False, trainer='trainers/train_vanilla.py'),
+    'auxiliary': Kind('auxiliary', classifies=True, trainer='trainers/train_aux.py'),
+}
+KINDS = tuple(KIND_REGISTRY)
 INITS = ('paper_uniform', 'he_normal')
 KERNEL_NORMS = ('none', 'standardise')
 
@@ -95,10 +120,15 @@ class ModelConfig:
   image_projection_std: float = PAPER_IMAGE_PROJECTION_STD
 
   @property
+  def classifies(self):
+    """Whether this quine also classifies images (`Kind.classifies`)."""
+    return KIND_REGISTRY[self.kind].classifies
+
+  @property
   def num_weights(self):
     """N, the number of trainable weights (the coordinates the quine predicts)."""
     n = self.num_hidden * self.width * self.width + self.width  # hidden matrices + weight head
-    if self.kind == 'auxiliary':
+    if self.classifies:
       n += self.width * self.num_classes  # the class head is part of theta too
     return n
 
@@ -124,7 +154,7 @@ class ModelConfig:
       raise ValueError(f'projection_seed={self.projection_seed} must be in [0, 2**32 - 1)')
     if self.projection_std <= 0:
       raise ValueError(f'projection_std={self.projection_std} must be positive')
-    if self.kind == 'auxiliary':
+    if self.classifies:
       if not 0 < self.coordinate_units < self.width:
         raise ValueError(f'coordinate_units={self.coordinate_units} must be in (0, width)')
       for name in ('image_size', 'num_classes'):
@@ -145,7 +175,7 @@ class ModelConfig:
     """The fields that matter for this quine (a vanilla quine has no image or class fields,
     a quine without sin no frequency, one without kernel standardisation no kernel_norm or gain)."""
     d = dataclasses.asdict(self)
-    if self.kind == 'vanilla':
+    if not self.classifies:
       for name in _AUXILIARY_FIELDS:
         del d[name]
     for name in _ACTIVATION_PARAMS:

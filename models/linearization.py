@@ -29,7 +29,7 @@ class SmoothedBackend(backends.TensorFlowBackend):
 def _setup(model, dtype):
   """(architecture, projection rows of all N coordinates, theta -> {name: kernel})."""
   arch = model.architecture
-  if arch.kind != 'vanilla':
+  if arch.classifies:
     raise ValueError('the fixed-point solver handles vanilla quines only')
   rows = tf.cast(model.coordinate_projection.rows(tf.range(arch.num_weights)), dtype)
   names = arch.weight_names

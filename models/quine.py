@@ -159,5 +159,5 @@ class AuxiliaryQuine(_Quine):
 def build_quine(config: ModelConfig, name=None):
   """The quine described by `config`, with its variables created (named `name`, default
   '<kind>_quine')."""
-  cls = AuxiliaryQuine if config.kind == 'auxiliary' else VanillaQuine
+  cls = AuxiliaryQuine if config.classifies else VanillaQuine
   return cls(config, name=name or f'{config.kind}_quine')

@@ -258,7 +258,7 @@ def analyse(model, config=StabilityConfig()):
   Raises:
     ValueError: an auxiliary quine (its regeneration also needs a convention for the image).
   """
-  if model.config.kind != 'vanilla':
+  if model.config.classifies:
     raise ValueError('stability is measured for vanilla quines only')
   jacobian = Jacobian(model)
   values = outer_eigenvalues(jacobian, config.num_eigenvalues, config.seed)

@@ -181,9 +181,9 @@ def measure(dump, images=None, labels=None):
   numbers = {k: row[k] for k in ('l_sr', 'rho', 'r2', 'weight_rms')}
   initial = build_quine(model.config).flatten().numpy()
   numbers['initial_weight_rms'] = float(np.sqrt(np.mean(initial.astype(np.float64) ** 2)))
-  if images is not None and dump.kind == 'auxiliary':
+  if images is not None and dump.classifies:
     numbers['test_accuracy'] = replication.accuracy(model.classify(images).numpy(), labels)
-  if dump.kind == 'vanilla':
+  if not dump.classifies:
     numbers.update(stability_numbers(model))
   from trainers import plots  # pylint: disable=g-import-not-at-top
   name = dump.manifest['source']['pretrained']

@@ -98,7 +98,7 @@ def flag_names(kind):
   names = list(_COMMON_FLAGS)
   names += [f.name for f in configs.flag_fields() if kind in f.metadata['binaries']]
   names += [name for name in MODEL_FLAGS if name not in names]
-  if kind == 'auxiliary':
+  if model_config.KIND_REGISTRY[kind].classifies:  # MNIST
     names += ['data_dir', 'download']
   return names
 

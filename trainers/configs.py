@@ -245,6 +245,10 @@ AUX_PRESETS = {
 }
 
 
+# Each quine kind's presets (its trainer's --preset choices).
+PRESETS_BY_KIND = {'vanilla': PRESETS, 'auxiliary': AUX_PRESETS}
+
+
 def get_preset(name, presets=None):
   presets = PRESETS if presets is None else presets
   if name not in presets:

@@ -106,7 +106,8 @@ def spectrum_png(report, title=''):
   ax.legend(fontsize=8, loc='lower left')
   rhos = np.maximum(np.array(report['lineage_rhos'], np.float64), 1e-30)
   bx.semilogy(np.arange(len(rhos)), rhos, 'o-', ms=3)
-  bx.axhline(stability.QUINE_RHO, color='k', ls='--', lw=0.8, label=f'rho = {stability.QUINE_RHO:g}')
+  bx.axhline(stability.QUINE_RHO, color='k', ls='--', lw=0.8,
+             label=f'rho = {stability.QUINE_RHO:g}')
   bx.set_xlabel('generation')
   bx.set_ylabel('rho')
   noise = report['noise']

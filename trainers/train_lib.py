@@ -430,7 +430,7 @@ def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None, 
     record = dict(record or final, status='finished')
     if out:
       out.final_plots(record, theta, predictions, f'{config.method} ({config.optimizer})')
-      if config.measure_stability and config.model.kind == 'vanilla':
+      if config.measure_stability and not config.model.classifies:
         out.stability(trainer.model, last_phase)
   if not chief:
     tf.io.gfile.rmtree(manager.directory)
