@@ -10,7 +10,8 @@ The version folder is the layout TensorFlow Serving loads, and also a dump (see 
 Signatures (input and output keys are API):
   predict_weights  coordinates int64 [B] -> predicted_weights float32 [B]
   weights          (no input)             -> theta float32 [N], canonical order
-  classify         images float32 [M, image_size] -> probabilities, logits [M, classes]
+  classify         images float32, [M, image_size] or [M, 28, 28(, 1)], pixels in [0, 1] or 0-255
+                   (models.quine.pixels) -> probabilities, logits [M, classes]
   serving_default  classify for an auxiliary quine, predict_weights for a vanilla one
 
 Everything is written into a hidden temporary folder, checked (the dump is re-read and the ONNX
@@ -209,8 +210,10 @@ def serving_archive(model):
   coordinates = [tf.TensorSpec([None], tf.int64, name='coordinates')]
   # ExportArchive aliases its first endpoint as serving_default (one function, two signatures).
   if config.classifies:
+    # Any shape and either pixel scale (models.quine.pixels): a REST body holds the image as the
+    # user has it, flat or 28 x 28 x 1, 0-255 or [0, 1]; anything else is an InvalidArgument.
     archive.add_endpoint('classify', classify, input_signature=[
-        tf.TensorSpec([None, config.image_size], tf.float32, name='images')])
+        tf.TensorSpec(None, tf.float32, name='images')])
   archive.add_endpoint('predict_weights', predict_weights, input_signature=coordinates)
   archive.add_endpoint('weights', weights, input_signature=[])
   return archive
@@ -238,11 +241,22 @@ def _onnx_function(model, weights):
     return {name: tf.constant(weights[name], name=name) for name in arch.weight_names}
 
   coordinates_spec = tf.TensorSpec([None], tf.int64, name=manifest_lib.ONNX_COORDINATES)
+  n = arch.num_weights
+
+  def predict_weights(k, coordinates):
+    # ONNX has no assertion op: a coordinate outside [0, N) names no weight, so its prediction
+    # is NaN (computed at coordinate 0, then 0 / 0) rather than a number from a hashed row.
+    # x * 1 / 1 is x exactly; tf2onnx turns a select against a NaN constant into arithmetic
+    # that is NaN everywhere, so the mask is applied this way.
+    valid = (coordinates >= 0) & (coordinates < n)
+    safe = tf.where(valid, coordinates, tf.zeros_like(coordinates))
+    mask = tf.cast(valid, tf.float32)
+    return arch.predict_weights(backend, k, coordinate_rows(safe)) * mask / mask
+
   if not arch.classifies:
     @tf.function(input_signature=[coordinates_spec])
     def vanilla(coordinates):
-      return {manifest_lib.ONNX_PREDICTED_WEIGHTS:
-              arch.predict_weights(backend, kernels(), coordinate_rows(coordinates))}
+      return {manifest_lib.ONNX_PREDICTED_WEIGHTS: predict_weights(kernels(), coordinates)}
     return vanilla
 
   images_spec = tf.TensorSpec([None, arch.config.image_size], tf.float32,
@@ -251,7 +265,7 @@ def _onnx_function(model, weights):
   @tf.function(input_signature=[coordinates_spec, images_spec])
   def auxiliary(coordinates, images):
     k = kernels()
-    predicted = arch.predict_weights(backend, k, coordinate_rows(coordinates))
+    predicted = predict_weights(k, coordinates)
     matrix = tf.constant(arch.projections['image'].rows(), name='projection_image')
     logits = arch.classify(backend, k, tf.matmul(images, matrix))
     return {manifest_lib.ONNX_PREDICTED_WEIGHTS: predicted, manifest_lib.ONNX_LOGITS: logits,

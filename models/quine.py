@@ -24,6 +24,52 @@ from models.architecture import Architecture
 from models.config import ModelConfig
 
 
+def pixels(images, image_size):
+  """Images as users have them -> float32 pixels [B, image_size] in [0, 1], or an error.
+
+  The one statement of what an auxiliary quine accepts, shared by `AuxiliaryQuine.classify` and
+  the SavedModel's classify signature:
+  - any shape [B, ...] holding image_size pixels per image: flat [B, 784], or [B, 28, 28] and
+    [B, 28, 28, 1] as tensorflow-datasets gives MNIST;
+  - pixels as floats in [0, 1], or as 0-255 values: an integer dtype always (the convention of
+    tf.image.convert_image_dtype), and a float image with a pixel above 1 when all its pixels are
+    whole numbers (JSON has no integer type, so a REST body of 0-255 integers arrives as floats).
+  NaN, infinities, negative values, values above 255, a float image above 1 with a fractional
+  pixel, and a pixel count other than image_size raise InvalidArgumentError naming the rule.
+  A 0-255 image whose pixels are all 0 or 1 reads as a [0, 1] one (it is black either way).
+
+  Args:
+    images: a batch of images, any numeric dtype.
+    image_size: pixels per image.
+
+  Returns:
+    float32 [B, image_size].
+  """
+  images = tf.convert_to_tensor(images)
+  integer = images.dtype.is_integer
+  x = tf.cast(images, tf.float32)
+  shape = tf.shape(x)
+  expected = (f'images must be a batch [N, {image_size}] or [N, ...] of {image_size} pixels each '
+              f'(MNIST: [N, 784], [N, 28, 28] or [N, 28, 28, 1])')
+  checks = [tf.debugging.assert_rank_at_least(x, 2, message=expected),
+            tf.debugging.assert_equal(tf.size(x), shape[0] * image_size, message=expected)]
+  with tf.control_dependencies(checks):
+    x = tf.reshape(x, [-1, image_size])
+  rule = 'pixels must be floats in [0, 1] or 0-255 integers'
+  whole = tf.reduce_all(tf.equal(x, tf.round(x)), axis=1, keepdims=True)
+  scale = (tf.fill([tf.shape(x)[0], 1], 255.0) if integer
+           else tf.where(tf.reduce_max(x, axis=1, keepdims=True) > 1.0, 255.0, 1.0))
+  def holds(condition, what):
+    return tf.debugging.assert_equal(tf.reduce_all(condition), True, message=f'{rule} ({what})')
+
+  checks = [holds(tf.math.is_finite(x), 'got NaN or an infinity'),
+            holds(x >= 0.0, 'got a negative value'),
+            holds(x <= 255.0, 'got a value above 255'),
+            holds(whole | tf.equal(scale, 1.0), 'got an image above 1 with a fractional pixel')]
+  with tf.control_dependencies(checks):
+    return x / scale
+
+
 def _initializer(config, fan_in, index):
   seed = config.init_seed * 1000 + index  # one stream per layer, stable across widths
   if config.init == 'paper_uniform':
@@ -152,7 +198,16 @@ class AuxiliaryQuine(_Quine):
                                    self._image_part(images))
 
   def classify(self, images):
-    """Logits [B, classes] (already divided by the temperature) with a zero coordinate part."""
+    """Logits [B, classes] (divided once by the temperature) of images as users have them.
+
+    Any form `pixels` accepts (flat or 28 x 28 (x 1); [0, 1] floats or 0-255 integers); anything
+    else raises InvalidArgumentError saying what is expected.
+    """
+    return self.logits(pixels(images, self.config.image_size))
+
+  def logits(self, images):
+    """Logits [B, classes] of float32 pixels [B, image_size] in [0, 1], with a zero coordinate
+    part: the trusted path the trainers run (no checks)."""
     return self.architecture.classify(self._backend, self.kernels(), self._image_part(images))
 
 

@@ -52,7 +52,7 @@ class AuxTrainer(train_lib.QuineTrainer):
     # graph (one core), whose oneDNN matmuls win at these batch sizes (2,048 coordinates).
     self.replicate_block = tf.function(
         self._replicate_block, input_signature=[tf.TensorSpec([], tf.int32)])
-    self.test_logits = tf.function(lambda: self.model.classify(self._test_images))
+    self.test_logits = tf.function(lambda: self.model.logits(self._test_images))
 
   def _image_picks(self, size, seed):
     """`size` uniform training-image indices, a stateless function of `seed` [2]."""
@@ -121,7 +121,7 @@ class AuxTrainer(train_lib.QuineTrainer):
       rho = tf.reduce_sum(tf.square(errors)) * sample_scale / tf.reduce_sum(tf.square(theta))
       cross_entropy = train_lib.global_mean(
           tf.nn.sparse_softmax_cross_entropy_with_logits(
-              labels=labels, logits=self.model.classify(images)),
+              labels=labels, logits=self.model.logits(images)),
           tf.shape(global_labels)[0])
       loss = self.config.replication_weight * rho + self.config.task_weight * cross_entropy
     variables = self.model.quine_variables
