@@ -34,8 +34,9 @@ _MODEL_NAME = flags.DEFINE_string('model_name', None, 'Model folder name (defaul
 flags.register_multi_flags_validator(
     ['workdir', 'pretrained'], lambda f: (f['workdir'] is None) != (f['pretrained'] is None),
     message='give exactly one of --workdir and --pretrained')
+# TF Serving's versions are int64.
 _VERSION = flags.DEFINE_integer('version', None, 'Version number (default: newest + 1).',
-                                lower_bound=1)
+                                lower_bound=1, upper_bound=2**63 - 1)
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing version.')
 _FORCE_NEW_VERSION = flags.DEFINE_bool(
     'force_new_version', False, 'Export a new version even when the newest one already holds '

@@ -37,6 +37,8 @@ KIND_REGISTRY = {
 KINDS = tuple(KIND_REGISTRY)
 INITS = ('paper_uniform', 'he_normal')
 KERNEL_NORMS = ('none', 'standardise')
+# Keras seeds layer k's initializer with init_seed * 1000 + k, an int32.
+MAX_INIT_SEED = 2**31 // 1000
 
 # uniform(+-1/sqrt(100)) has std 0.1/sqrt(3) ~= 0.0577: the projection matches the weights' scale.
 PAPER_PROJECTION_STD = 0.1 / math.sqrt(3.0)
@@ -150,6 +152,8 @@ class ModelConfig:
       raise ValueError(f'gain={self.gain} must be a positive finite number')
     if self.init not in INITS:
       raise ValueError(f'init={self.init!r} is not one of {INITS}')
+    if not 0 <= self.init_seed < MAX_INIT_SEED:
+      raise ValueError(f'init_seed={self.init_seed} must be in [0, {MAX_INIT_SEED})')
     if not 0 <= self.projection_seed < 2**32 - 1:
       raise ValueError(f'projection_seed={self.projection_seed} must be in [0, 2**32 - 1)')
     if self.projection_std <= 0:

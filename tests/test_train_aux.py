@@ -82,10 +82,21 @@ class TrainAuxCliTest(parameterized.TestCase):
         '16-pixel images in 3 classes, MNIST has 784 pixels and 10 classes')
     self.assertFalse(os.path.exists(workdir))
 
-  def test_bad_flag_is_refused_before_any_work(self):
+  @parameterized.parameters(
+      (['--task_weight=-1'], '--task_weight=-1.0 must be >= 0'),
+      # Was a MemoryError after config.json was written (num_steps), an unnamed line (seed).
+      (['--preset=replicate', '--num_steps=100000000000000000000'],
+       '--num_steps=100000000000000000000 must be below 2**31'),
+      (['--preset=replicate', '--num_steps=2000000000'],
+       '--method=replicate with these counts is 2,000,000 phases, more than a run may have '
+       '(1,000,000): lower --num_epochs, --generations, --solver_steps or --num_steps, or raise '
+       '--steps_per_loop'),
+      (['--seed=99999999999999999999'], '--seed=99999999999999999999 must be in [0, 2147483)'),
+  )
+  def test_bad_flag_is_refused_before_any_work(self, args, message):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
-    self.assertEqual(self._error_line(f'--workdir={workdir}', '--task_weight=-1'),
-                     'train_aux.py: error: --task_weight=-1.0 must be >= 0')
+    self.assertEqual(self._error_line(f'--workdir={workdir}', *args),
+                     f'train_aux.py: error: {message}')
     self.assertFalse(os.path.exists(workdir))
 
 

@@ -80,6 +80,19 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
        r'--init_from=aux_paper is an auxiliary quine; this binary trains vanilla ones'),
       ('init_from_other_width', ['--init_from=exact_w5', '--width=7'],
        r'--width=7 contradicts --init_from=exact_w5, whose width is 5'),
+      # Was a MemoryError after config.json was written, which then refused the fixed command.
+      ('huge_num_epochs', ['--preset=tiny', '--num_epochs=100000000000'],
+       r'--method=optimize with these counts is 100,000,000,000 phases, more than a run may '
+       r'have \(1,000,000\)'),
+      ('huge_generations', ['--preset=tiny', '--method=alternate', '--generations=10000000'],
+       r'--method=alternate with these counts is 20,000,000 phases'),
+      ('huge_solver_steps', ['--preset=tiny', '--method=fixed_point', '--solver_steps=2000000'],
+       r'is 2,000,000 phases'),
+      ('huge_seed', ['--preset=tiny', '--seed=99999999999999999999'],
+       r'--seed=99999999999999999999 must be in \[0, 2147483\)'),
+      ('negative_seed', ['--preset=tiny', '--seed=-1'], r'--seed=-1 must be in \[0, 2147483\)'),
+      ('huge_steps_per_loop', ['--preset=tiny', '--steps_per_loop=99999999999'],
+       r'--steps_per_loop=99999999999 must be below 2\*\*31'),
   )
   def test_bad_config_exits_with_one_error_line(self, args, message):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')

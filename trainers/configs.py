@@ -7,6 +7,7 @@ configuration is written to `<workdir>/config.json`.
 import dataclasses
 import math
 
+from models.config import MAX_INIT_SEED
 from models.config import ModelConfig
 from trainers import methods
 
@@ -17,6 +18,12 @@ OPTIMIZERS = ('sgd', 'momentum', 'adam', 'adagrad', 'adamax', 'rmsprop')
 # from. RMSprop at 1e-2 is the setting that explodes in the paper.
 DEFAULT_LEARNING_RATES = {'sgd': 0.01, 'momentum': 0.01, 'adam': 0.001, 'adagrad': 0.01,
                           'adamax': 0.002, 'rmsprop': 0.01}
+
+# The most phases a run may have (each writes a metrics line and a checkpoint): a count beyond it
+# is a typo, refused before anything is written rather than a MemoryError after.
+MAX_PHASES = 1_000_000
+# --seed also seeds the initialisation (models.config.MAX_INIT_SEED).
+MAX_SEED = MAX_INIT_SEED
 
 # Fields that may change between a run and its continuation (extending a schedule).
 RESUMABLE_FIELDS = ('num_epochs', 'generations', 'solver_steps')
@@ -162,12 +169,23 @@ class TrainConfig:
       for test, must_be in field.metadata.get('checks', ()):
         if not test(value):
           raise ValueError(f'--{field.name}={value} must be {must_be}')
+    if not 0 <= self.seed < MAX_SEED:
+      raise ValueError(f'--seed={self.seed} must be in [0, {MAX_SEED})')
+    for name in ('num_steps', 'steps_per_loop', 'eval_chunk_size', 'image_batch_size',
+                 'coordinate_batch_size', 'batch_size'):
+      if getattr(self, name) > 2**31 - 1:  # they index int32 tensors
+        raise ValueError(f'--{name}={getattr(self, name)} must be below 2**31')
     if self.resolved_learning_rate <= 0:
       raise ValueError(f'--learning_rate={self.learning_rate} must be positive')
     if self.batch_size > self.model.num_weights:
       raise ValueError(f'--batch_size={self.batch_size} exceeds the number of weights '
                        f'N={self.model.num_weights}')
     method.validate(self)
+    phases = (method.length or (lambda c: len(method.schedule(c))))(self)
+    if phases > MAX_PHASES:
+      raise ValueError(f'--method={self.method} with these counts is {phases:,} phases, more than '
+                       f'a run may have ({MAX_PHASES:,}): lower --num_epochs, --generations, '
+                       '--solver_steps or --num_steps, or raise --steps_per_loop')
     return self
 
   def schedule(self):

@@ -68,6 +68,8 @@ class Method:
     kinds: the quine kinds it trains ('vanilla', 'auxiliary').
     phases: the phase names its schedule uses (each registered with `register_phase`).
     schedule: TrainConfig -> the run as a list of phase names.
+    length: TrainConfig -> the number of phases, computed without building the schedule, so that
+      a schedule too long to hold is refused before any work (default: len(schedule(config)).
     validate: TrainConfig -> None; raises ValueError naming the flag of a bad field.
     setup: trainer -> None; creates the method's own state once the model and optimizer exist and
       before the checkpoint is restored (it may add objects to `trainer.checkpoint`).
@@ -78,6 +80,7 @@ class Method:
   kinds: tuple[str, ...]
   phases: tuple[str, ...]
   schedule: Callable[..., list]
+  length: Callable[..., int] | None = None
   validate: Callable[..., None] = lambda config: None
   setup: Callable[..., None] | None = None
   optimizer: Callable[..., object] | None = None
@@ -201,22 +204,35 @@ def _cosine_optimizer(config):
 _BOTH = ('vanilla', 'auxiliary')
 
 # The paper's methods.
+def _repeat(phase, count):
+  """A method's schedule and length: one phase, `count(config)` times."""
+  return {'schedule': lambda config: [phase] * count(config), 'length': count}
+
+
+def _alternations(config):
+  return (config.opt_epochs_per_generation + 1) * config.generations
+
+
+def _replicate_phases(config):
+  return -(-config.num_steps // config.replicate_phase_steps)
+
+
+# The paper's methods.
 register(Method('optimize', _BOTH, ('optimize',),
-                schedule=lambda config: ['optimize'] * config.num_epochs))
+                **_repeat('optimize', lambda config: config.num_epochs)))
 register(Method('hill_climb', ('vanilla',), ('hill_climb',),
-                schedule=lambda config: ['hill_climb'] * config.num_epochs))
+                **_repeat('hill_climb', lambda config: config.num_epochs)))
 register(Method('regenerate', _BOTH, ('regenerate',),
-                schedule=lambda config: ['regenerate'] * config.generations))
+                **_repeat('regenerate', lambda config: config.generations)))
 register(Method('alternate', _BOTH, ('optimize', 'regenerate'),
                 schedule=lambda config: (['optimize'] * config.opt_epochs_per_generation
-                                         + ['regenerate']) * config.generations))
+                                         + ['regenerate']) * config.generations,
+                length=_alternations))
 # Not in the paper: solve f_theta(C) = theta (trainers/fixed_point.py).
-register(Method('fixed_point', ('vanilla',), ('fixed_point',),
-                schedule=lambda config: ['fixed_point'] * config.solver_steps,
-                setup=_setup_solver))
+register(Method('fixed_point', ('vanilla',), ('fixed_point',), setup=_setup_solver,
+                **_repeat('fixed_point', lambda config: config.solver_steps)))
 # Not in the paper: Adam on rho + lambda * cross-entropy with live targets (trainers/aux_lib.py).
 register(Method('replicate', ('auxiliary',), ('replicate',),
-                schedule=lambda config: ['replicate'] * -(-config.num_steps
-                                                           // config.replicate_phase_steps),
                 validate=_validate_replicate, optimizer=_cosine_optimizer,
-                kind_error='--method=replicate trains auxiliary quines; use train_aux.py'))
+                kind_error='--method=replicate trains auxiliary quines; use train_aux.py',
+                **_repeat('replicate', _replicate_phases)))
