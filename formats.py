@@ -22,6 +22,7 @@ alone, so that every wing may import it.
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import struct
@@ -78,9 +79,47 @@ def write_atomic(path, data):
     raise
 
 
+def finite_or_none(value):
+  """`value` with every NaN or infinite float (in nested dicts, lists and tuples) made None."""
+  if isinstance(value, dict):
+    return {k: finite_or_none(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [finite_or_none(v) for v in value]
+  if isinstance(value, (float, np.floating)):
+    return float(value) if math.isfinite(value) else None
+  return value
+
+
+def to_json(value, **kwargs):
+  """Strict JSON text of `value` (json.dumps' keyword arguments apply).
+
+  JSON has no NaN or Infinity: Python writes them as bare tokens that a strict parser (JSON.parse,
+  jq) refuses or misreads, so they are written as null, the convention of every file here.
+  """
+  return json.dumps(finite_or_none(value), allow_nan=False, **kwargs)
+
+
 def write_json_atomic(path, value, sort_keys=False):
-  """Writes `value` as indented JSON to `path`, atomically."""
-  write_atomic(path, json.dumps(value, indent=2, sort_keys=sort_keys))
+  """Writes `value` as indented, strict JSON (`to_json`) to `path`, atomically."""
+  write_atomic(path, to_json(value, indent=2, sort_keys=sort_keys))
+
+
+def check_writable(path):
+  """Raises FormatError unless a folder can be written at `path` (existing or not); writes nothing.
+
+  Tried, not guessed from permission bits: a temporary folder is made and removed in the nearest
+  existing ancestor (root passes os.access everywhere, and /sys or /proc refuse it all the same).
+  Called before the work whose results would go there, so that none is lost at the last step.
+  """
+  existing = os.path.abspath(path)
+  while not os.path.lexists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise FormatError(f'{path}: {existing} is not a directory')
+  try:
+    os.rmdir(tempfile.mkdtemp(prefix='.write-test-', dir=existing))
+  except OSError as e:
+    raise FormatError(f'{path}: {existing} is not writable ({e.strerror or e})') from e
 
 
 @contextlib.contextmanager

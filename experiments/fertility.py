@@ -16,7 +16,7 @@ Examples (from the repository root):
 Exit status: 0 when the quine is contracting, 1 when it is not, 2 on a bad dump.
 """
 
-import json
+import math
 import os
 import sys
 
@@ -45,6 +45,7 @@ _NOISE = flags.DEFINE_float('noise', 0.02, 'Relative size ||delta|| / ||theta|| 
                             'perturbation.', lower_bound=0.0)
 _NOISE_GENERATIONS = flags.DEFINE_integer('noise_generations', 100, 'Regenerations of each '
                                           'perturbed copy.', lower_bound=1)
+flags.register_validator('noise', math.isfinite, message='--noise must be a finite number')
 _NUM_EIGENVALUES = flags.DEFINE_integer('num_eigenvalues', 6, 'Outer eigenvalues to find.',
                                         lower_bound=1)
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where stability.json and spectrum.png go '
@@ -73,6 +74,10 @@ def main(argv):
   if dump.classifies:
     _fail(f'{dump.path} holds an {dump.kind} quine; stability is measured for vanilla ones')
   output_dir = report_lib.fresh_directory(_OUTPUT_DIR.value or default_output)
+  try:  # before the analysis (a minute at the paper's size), not after it
+    formats.check_writable(output_dir)
+  except formats.FormatError as e:
+    _fail(f'--output_dir={_OUTPUT_DIR.value or default_output}: {str(e).partition(": ")[2]}')
   # TensorFlow and scipy only now that the input is known to be good.
   from export import frameworks  # pylint: disable=g-import-not-at-top
   from models import stability  # pylint: disable=g-import-not-at-top
@@ -85,7 +90,7 @@ def main(argv):
   result = stability.analyse(model, config)
   os.makedirs(output_dir)
   formats.write_atomic(os.path.join(output_dir, formats.STABILITY_FILE),
-                       json.dumps(dict(result, dump=dump.path), indent=2) + '\n')
+                       formats.to_json(dict(result, dump=dump.path), indent=2) + '\n')
   formats.write_atomic(os.path.join(output_dir, 'spectrum.png'),
                        plots.spectrum_png(result, title=dump.path))
   print(f'{dump.path}: {stability.summary_line(result)}')

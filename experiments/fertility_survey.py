@@ -46,6 +46,7 @@ import numpy as np
 import scipy.optimize
 import tensorflow as tf
 
+import formats
 from models import build_quine
 from models import load_pretrained
 from models import linearization
@@ -189,7 +190,7 @@ def _measure(model, **fields):
              rayleigh_theta=report['rayleigh_theta'],
              fertile_generations=report['fertile_generations'],
              noise_returned=report['noise']['returned'])
-  print(json.dumps(row), flush=True)
+  print(formats.to_json(row), flush=True)
   return row
 
 
@@ -351,7 +352,7 @@ def _regeneration_runs():
 def _write(rows):
   if _OUTPUT.value:
     with open(_OUTPUT.value, 'w') as f:
-      f.writelines(json.dumps(r) + '\n' for r in rows)
+      f.writelines(formats.to_json(r) + '\n' for r in rows)
   if _PLOT.value:
     (_plot_gains if _EXPERIMENT.value == 'regeneration' else _plot)(rows, _PLOT.value)
 

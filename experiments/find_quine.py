@@ -27,6 +27,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+import formats
 from models import build_quine
 from models import stability
 from models.config import ModelConfig
@@ -105,7 +106,7 @@ def main(argv):
   config = solver_config()
   print(json.dumps({'solver_config': dataclasses.asdict(config)}), flush=True)
   for seed in _SEEDS.value:
-    print(json.dumps(run_seed(_WIDTH.value, int(seed), config)), flush=True)
+    print(formats.to_json(run_seed(_WIDTH.value, int(seed), config)), flush=True)
 
 
 if __name__ == '__main__':

@@ -28,6 +28,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's C++ star
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
+import formats
 from export import dump as dump_lib
 from export import frameworks
 from export import replication
@@ -90,6 +91,14 @@ def main(argv):
       from models import stability  # pylint: disable=g-import-not-at-top
       stability_config = stability.StabilityConfig()
 
+    output_dir = _OUTPUT_DIR.value or (
+        f'{_PRETRAINED.value}.replication' if _PRETRAINED.value else None)
+    if output_dir:  # the default, <dump>.replication, is beside a dump that was just read
+      try:
+        formats.check_writable(output_dir)
+      except formats.FormatError as e:
+        _fail(f'--output_dir={output_dir}: {str(e).partition(": ")[2]}')
+
     def replicate(dump_path, output_dir):
       return report.run(dump_path, names, _GENERATIONS.value, _LINEAGE_FRAMEWORK.value,
                         output_dir, images, labels, stability_config=stability_config)
@@ -99,12 +108,11 @@ def main(argv):
       saved_model.quiet_logs()
       try:
         with saved_model.temporary_pretrained_export([_PRETRAINED.value]) as exported:
-          result = replicate(exported[_PRETRAINED.value],
-                             _OUTPUT_DIR.value or f'{_PRETRAINED.value}.replication')
+          result = replicate(exported[_PRETRAINED.value], output_dir)
       except saved_model.ExportError as e:
         _fail(e)
     else:
-      result = replicate(path, _OUTPUT_DIR.value)
+      result = replicate(path, output_dir)
   except (dump_lib.DumpError, replication.DataError, zoo.PretrainedError) as e:
     _fail(e)
   sys.exit(0 if result['agrees'] else 1)

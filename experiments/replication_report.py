@@ -115,7 +115,7 @@ def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
     blocks.append('Stability of the fixed point (J = d f_theta(C) / d theta, TensorFlow, '
                   'float64):\n' + stability.summary_line(report['stability']))
     log(blocks[-1])
-  formats.write_atomic(os.path.join(output_dir, REPORT_JSON), json.dumps(report, indent=2))
+  formats.write_atomic(os.path.join(output_dir, REPORT_JSON), formats.to_json(report, indent=2))
   formats.write_atomic(os.path.join(output_dir, REPORT_TEXT), '\n\n'.join(blocks) + '\n')
   spectrum = ', spectrum.png' if 'stability' in report else ''
   log(f'Wrote {output_dir}/{{{REPORT_TEXT}, {REPORT_JSON}, {LINEAGE_PNG}{spectrum}, generation_*}}'

@@ -110,7 +110,7 @@ def _metrics(workdir):
 
 def _write(sweep_dir, results):
   with tf.io.gfile.GFile(os.path.join(sweep_dir, 'sweep.json'), 'w') as f:
-    json.dump(results, f, indent=2)
+    f.write(formats.to_json(results, indent=2))
   with tf.io.gfile.GFile(os.path.join(sweep_dir, 'sweep.csv'), 'w') as f:
     writer = csv.DictWriter(f, fieldnames=_FIELDS, extrasaction='ignore')
     writer.writeheader()

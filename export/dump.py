@@ -101,7 +101,7 @@ def write_dump_files(directory, config, weights, onnx_bytes, lineage=None, sourc
              'sha256': sha256_file(os.path.join(directory, name))}
       for name in _files_below(directory)}
   with open(os.path.join(directory, MANIFEST_FILE), 'w') as f:
-    json.dump(manifest, f, indent=2)
+    f.write(formats.to_json(manifest, indent=2))
     f.write('\n')
   return manifest
 

@@ -13,7 +13,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from unittest import mock
 
+from absl import flags
 from absl.testing import parameterized
 import numpy as np
 import pytest
@@ -22,12 +24,13 @@ import tensorflow as tf
 from conftest import REPO_ROOT
 from conftest import command_line
 from conftest import import_binary
+from experiments import replication_report as report
 from export import dump as dump_lib
 from export import frameworks
 from export import replication
-from experiments import replication_report as report
 from export import saved_model
 from export import testing
+from models import stability
 from models import zoo
 
 _BINARIES = {'export_model.py': import_binary('export.export_model'),
@@ -295,6 +298,25 @@ class BinaryErrorsTest(parameterized.TestCase):
     status, stderr = _run_in_process('fertility.py', f'--dump={root}/nowhere')
     self.assertEqual(status, 2)
     self.assertEqual(len(stderr.strip().splitlines()), 1, stderr)
+
+  @parameterized.parameters('replicate.py', 'fertility.py')
+  def test_an_unwritable_output_dir_is_refused_before_any_work(self, script):
+    # Was: the whole analysis (a minute at the paper's size), then a FileNotFoundError traceback.
+    root = self.create_tempdir().full_path
+    with open(os.path.join(root, 'file'), 'w') as f:
+      f.write('not a folder')
+    for output_dir, why in (('/proc/x', '/proc is not writable'),
+                            (f'{root}/file/out', f'{root}/file is not a directory')):
+      with mock.patch.object(stability, 'analyse', side_effect=AssertionError('work was done')):
+        status, stderr = _run_in_process(script, '--pretrained=exact_w5',
+                                         f'--output_dir={output_dir}')
+      self.assertEqual(status, 2, stderr)
+      self.assertEqual(stderr.strip(), f'{script}: error: --output_dir={output_dir}: {why}'
+                       + (' (No such file or directory)' if output_dir == '/proc/x' else ''))
+
+  def test_a_non_finite_noise_is_refused_by_absl(self):
+    with self.assertRaisesRegex(flags.Error, '--noise must be a finite number'):
+      _run_in_process('fertility.py', '--pretrained=exact_w5', '--noise=nan')
 
   @parameterized.parameters('export_model.py', 'replicate.py', 'fertility.py')
   def test_unknown_pretrained_name_is_refused(self, script):

@@ -99,6 +99,14 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
     self.assertRegex(self._error_line(f'--workdir={workdir}', *args), message)
     self.assertFalse(os.path.exists(workdir))  # refused before touching the file system
 
+  def test_export_dir_on_a_file_system_that_refuses_writes_is_refused_before_training(self):
+    # /sys passes os.access for root; it was refused only after training.
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    self.assertEqual(self._error_line(f'--workdir={workdir}', '--preset=tiny', '--export_dir=/sys/x'),
+                     'train_vanilla.py: error: --export_dir=/sys/x: /sys is not writable '
+                     '(Operation not permitted)')
+    self.assertFalse(os.path.exists(workdir))
+
   def test_export_dir_that_cannot_be_written_is_refused_before_training(self):
     root = self.create_tempdir().full_path
     with open(os.path.join(root, 'file'), 'w') as f:

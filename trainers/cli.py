@@ -13,6 +13,7 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
+import formats
 from export import saved_model
 from models import stability as stability_lib
 from models import zoo
@@ -178,14 +179,10 @@ def check_export_flags(config):
   if '://' in EXPORT_DIR.value:
     raise ValueError(f'--export_dir={EXPORT_DIR.value}: exports are written to a local folder '
                      '(copy them to remote storage afterwards)')
-  target = os.path.abspath(os.path.join(EXPORT_DIR.value, name))
-  existing = target
-  while not os.path.exists(existing):  # the folder that will hold the new ones
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing):
-    raise ValueError(f'--export_dir={EXPORT_DIR.value}: {existing} is not a directory')
-  if not os.access(existing, os.W_OK | os.X_OK) or os.statvfs(existing).f_flag & os.ST_RDONLY:
-    raise ValueError(f'--export_dir={EXPORT_DIR.value}: {existing} is not writable')
+  try:
+    formats.check_writable(os.path.join(EXPORT_DIR.value, name))
+  except formats.FormatError as e:
+    raise ValueError(f'--export_dir={EXPORT_DIR.value}: {str(e).partition(": ")[2]}') from e
 
 
 flags.register_validator('cpu_devices', lambda n: n >= 0, '--cpu_devices must be >= 0')

@@ -8,7 +8,6 @@ ever recorded twice.
 """
 
 import json
-import math
 import os
 import time
 
@@ -146,7 +145,7 @@ class MetricsLog:
 
   def write(self, record):
     """Appends a record; non-finite numbers become null, so every line stays valid JSON."""
-    record = finite_or_none(record)
+    record = formats.finite_or_none(record)
     with tf.io.gfile.GFile(self._path, 'a') as f:
       f.write(json.dumps(record, allow_nan=False) + '\n')
     self.lines.append(record)
@@ -205,7 +204,3 @@ def _framed_size(events):
   return sum(16 + e.ByteSize() for e in events)
 
 
-def finite_or_none(record):
-  """A copy of `record` with NaN and infinite floats replaced by None."""
-  return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-          for k, v in record.items()}
