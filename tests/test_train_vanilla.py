@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 from absl import flags
 from absl.testing import parameterized
@@ -22,6 +23,7 @@ import tensorflow as tf
 from conftest import REPO_ROOT
 from conftest import command_line
 from conftest import import_binary
+from models import zoo
 
 train_vanilla = import_binary('trainers.train_vanilla')
 
@@ -80,6 +82,10 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
        r'--init_from=aux_paper is an auxiliary quine; this binary trains vanilla ones'),
       ('init_from_other_width', ['--init_from=exact_w5', '--width=7'],
        r'--width=7 contradicts --init_from=exact_w5, whose width is 5'),
+      # Was: trained at width 142 under --preset=tiny.
+      ('init_from_with_another_preset', ['--init_from=stable_w142', '--preset=tiny'],
+       r'--preset=tiny describes another quine than --init_from=stable_w142 \(its architecture '
+       r'comes from the pretrained quine\): drop --preset or use --preset=stable$'),
       # Was a MemoryError after config.json was written, which then refused the fixed command.
       ('huge_num_epochs', ['--preset=tiny', '--num_epochs=100000000000'],
        r'--method=optimize with these counts is 100,000,000,000 phases, more than a run may '
@@ -99,10 +105,20 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
     self.assertRegex(self._error_line(f'--workdir={workdir}', *args), message)
     self.assertFalse(os.path.exists(workdir))  # refused before touching the file system
 
+  def test_a_damaged_pretrained_weights_file_is_one_line(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    damaged = zoo.PretrainedError('models/pretrained/exact_w5/weights.safetensors: 100 bytes, '
+                                  'sha256 0123...; the catalogue says 516 bytes')
+    with mock.patch.object(zoo, 'load_theta', side_effect=damaged):
+      line = self._error_line(f'--workdir={workdir}', '--init_from=exact_w5')
+    self.assertEqual(line, f'train_vanilla.py: error: --init_from=exact_w5: {damaged}')
+    self.assertFalse(os.path.exists(workdir))
+
   def test_export_dir_on_a_file_system_that_refuses_writes_is_refused_before_training(self):
     # /sys passes os.access for root; it was refused only after training.
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
-    self.assertEqual(self._error_line(f'--workdir={workdir}', '--preset=tiny', '--export_dir=/sys/x'),
+    self.assertEqual(self._error_line(f'--workdir={workdir}', '--preset=tiny',
+                                      '--export_dir=/sys/x'),
                      'train_vanilla.py: error: --export_dir=/sys/x: /sys is not writable '
                      '(Operation not permitted)')
     self.assertFalse(os.path.exists(workdir))

@@ -124,6 +124,15 @@ def config_from_flags(presets, default_preset, **extra_overrides):
   model_overrides = {field: TRAIN_FLAGS[flag].value for flag, field in MODEL_FLAGS.items()}
   if TRAIN_FLAGS['init_from'].value:
     model = _pretrained_model(TRAIN_FLAGS['init_from'].value, config.model.kind, model_overrides)
+    if PRESET.value and _architecture(config.model) != _architecture(model):
+      # The pretrained quine fixes the architecture; a preset that describes another one would
+      # be silently ignored (it trained at width 142 under --preset=tiny).
+      matching = [name for name, preset in presets.items()
+                  if _architecture(preset.model) == _architecture(model)]
+      raise ValueError(f'--preset={PRESET.value} describes another quine than '
+                       f'--init_from={TRAIN_FLAGS["init_from"].value} (its architecture comes '
+                       'from the pretrained quine): drop --preset'
+                       + (f' or use --preset={" or ".join(matching)}' if matching else ''))
   else:
     model = dataclasses.replace(
         config.model, **{k: v for k, v in model_overrides.items() if v is not None})
@@ -142,6 +151,11 @@ def config_from_flags(presets, default_preset, **extra_overrides):
   return config.validate()
 
 
+def _architecture(model):
+  """A ModelConfig without its initialisation seed: what a pretrained quine fixes."""
+  return dataclasses.replace(model, init_seed=0)
+
+
 def _pretrained_model(name, kind, model_overrides):
   """The ModelConfig of pretrained quine `name`, checked against the binary and the flags.
 
@@ -150,6 +164,7 @@ def _pretrained_model(name, kind, model_overrides):
   """
   try:
     model = zoo.load_config(name)
+    zoo.load_theta(name)  # a damaged weights file is one line now, not a traceback later
   except zoo.PretrainedError as e:
     raise ValueError(f'--init_from={name}: {e}') from e
   if model.kind != kind:
