@@ -304,7 +304,11 @@ def _op_error_message(error):
   lines = [line.strip() for line in error.message.splitlines() if line.strip()]
   useful = [line for line in lines if not line.startswith(
       ('Graph execution error', 'Detected at node', '<stack', '[[', 'File '))]
-  return useful[0] if useful else lines[-1] if lines else type(error).__name__
+  line = useful[0] if useful else lines[-1] if lines else type(error).__name__
+  # A graph assertion reads 'assertion failed: [message] [Condition x == y ...] [x ...] ...':
+  # the message is what the caller needs.
+  match = re.match(r'assertion failed: \[(.*?)\](?: \[|$)', line)
+  return match.group(1) if match else line
 
 
 def predict(servable, body, max_rows=DEFAULT_MAX_ROWS, chunk_rows=DEFAULT_CHUNK_ROWS):

@@ -49,8 +49,8 @@ def pixels(images, image_size):
   integer = images.dtype.is_integer
   x = tf.cast(images, tf.float32)
   shape = tf.shape(x)
-  expected = (f'images must be a batch [N, {image_size}] or [N, ...] of {image_size} pixels each '
-              f'(MNIST: [N, 784], [N, 28, 28] or [N, 28, 28, 1])')
+  expected = (f'images must be a batch [N, {image_size}] or [N, ...] of {image_size} pixels each'
+              + (' (MNIST: [N, 784], [N, 28, 28] or [N, 28, 28, 1])' if image_size == 784 else ''))
   checks = [tf.debugging.assert_rank_at_least(x, 2, message=expected),
             tf.debugging.assert_equal(tf.size(x), shape[0] * image_size, message=expected)]
   with tf.control_dependencies(checks):

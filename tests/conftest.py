@@ -193,22 +193,32 @@ def _defined_by_us(name):
 
 
 def _take_out(names):
-  """Removes flags `names` from FLAGS; returns them for _put_back."""
+  """Removes flags `names` from FLAGS; returns them for _put_back.
+
+  Also the modules that declared each one a key flag (what their --help lists): removing a flag
+  from FLAGS forgets that.
+  """
   taken = {}
+  key_modules = {}
+  for module, key_flags in _FLAGS.key_flags_by_module_dict().items():
+    for flag in key_flags:
+      key_modules.setdefault(flag.name, []).append(module)
   for name in names:
     taken[name] = (_FLAGS[name], _FLAGS.find_module_defining_flag(name),
-                   _FLAGS.find_module_id_defining_flag(name))
+                   _FLAGS.find_module_id_defining_flag(name), key_modules.get(name, []))
     delattr(_FLAGS, name)
   return taken
 
 
 def _put_back(taken):
   """Defines again in FLAGS the flags _take_out removed."""
-  for name, (flag, module_name, module_id) in taken.items():
+  for name, (flag, module_name, module_id, key_modules) in taken.items():
     _FLAGS[name] = flag
     if module_name:
       _FLAGS.register_flag_by_module(module_name, flag)
       _FLAGS.register_flag_by_module_id(module_id, flag)
+    for module in key_modules:
+      _FLAGS.register_key_flag_for_module(module, flag)
 
 
 def _ours():
@@ -223,7 +233,7 @@ def import_binary(name):
     # The modules that defined them run again for this binary, which keeps its own copies; the
     # rest of the process keeps the copies it has.
     definers = {module_name for taken in [others] + [f for _, f in _BINARIES.values()]
-                for _, module_name, _ in taken.values()}
+                for _, module_name, _, _ in taken.values()}
     evicted = {m: sys.modules.pop(m) for m in definers if m in sys.modules}
     attributes = {}
     for m in evicted:

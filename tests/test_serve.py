@@ -148,7 +148,8 @@ class ServerTest(tf.test.TestCase):
         ('/v1/models/vanilla:predict', b'{"instances": ["a"]}', 400, 'int64'),
         ('/v1/models/vanilla:predict', b'{"instances": [[0, 1], [2]]}', 400, 'rectangular'),
         ('/v1/models/vanilla:predict', b'{"instances": [36]}', 400, 'coordinates must be <'),
-        ('/v1/models/aux:predict', b'{"instances": [[0, 1]]}', 400, 'shape'),
+        # Any shape holding 16 pixels an image is accepted (models.quine.pixels); 2 is refused.
+        ('/v1/models/aux:predict', b'{"instances": [[0, 1]]}', 400, '16 pixels each'),
         ('/v1/models/vanilla:predict', b'{"signature_name": "nope", "instances": [0]}', 400,
          'nope'),
         ('/v1/models/unknown:predict', b'{"instances": [0]}', 404, 'Servable not found'),

@@ -105,6 +105,17 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
     self.assertRegex(self._error_line(f'--workdir={workdir}', *args), message)
     self.assertFalse(os.path.exists(workdir))  # refused before touching the file system
 
+  def test_help_lists_the_flags_a_user_types_with_the_default_presets_values(self):
+    # Was: --help listed no flag at all (they were the key flags of trainers/cli.py).
+    with command_line(train_vanilla):
+      text = flags.FLAGS.module_help(train_vanilla.__name__)
+    for line in ('--workdir:', '--preset:', '--method:', '--num_epochs:', '--width:', '--seed:',
+                 '--export_dir:', '--solver_steps:'):
+      self.assertIn(line, text)
+    self.assertNotIn('--task_weight:', text)  # train_aux's
+    self.assertIn("(paper: 'adamax')", text)  # --optimizer under the default preset
+    self.assertIn('(paper: 30)', text)  # --num_epochs
+
   def test_a_damaged_pretrained_weights_file_is_one_line(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
     damaged = zoo.PretrainedError('models/pretrained/exact_w5/weights.safetensors: 100 bytes, '

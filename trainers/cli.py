@@ -90,6 +90,20 @@ FORCE_NEW_VERSION = flags.DEFINE_bool(
 OVERWRITE = flags.DEFINE_bool('overwrite', False,
                               'Move a different run already in --workdir aside and start anew.')
 
+def show_preset_defaults(presets, default_preset):
+  """Adds each preset-set flag's value under `default_preset` to its help (one binary a process).
+
+  The flags default to None ("the preset's value"), which absl's --help shows as no default.
+  """
+  preset = presets[default_preset]
+  for name in TRAIN_FLAGS:
+    field = MODEL_FLAGS.get(name)
+    value = getattr(preset.model, field) if field and name != 'seed' else getattr(preset, name)
+    flag = flags.FLAGS[name]
+    flag.help = flag.help.replace(_PRESET_DEFAULT,
+                                  f' Default: the preset\'s value ({default_preset}: {value!r}).')
+
+
 _COMMON_FLAGS = ('workdir', 'preset', 'strategy', 'tpu', 'cpu_devices', 'intra_op_threads',
                  'export_dir', 'model_name', 'force_new_version', 'overwrite')
 

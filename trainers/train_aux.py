@@ -35,6 +35,7 @@ from trainers import workdir as workdir_lib
 _DEFAULT_PRESET = 'short'
 for _name in cli.flag_names('auxiliary'):  # what --help lists (key flags of this binary)
   flags.declare_key_flag(_name)
+cli.show_preset_defaults(configs.AUX_PRESETS, _DEFAULT_PRESET)
 
 
 def main(argv):

@@ -31,6 +31,7 @@ from trainers import workdir as workdir_lib
 
 for _name in cli.flag_names('vanilla'):  # what --help lists (key flags of this binary)
   flags.declare_key_flag(_name)
+cli.show_preset_defaults(configs.PRESETS, 'paper')
 
 
 def main(argv):
