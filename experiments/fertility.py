@@ -13,7 +13,8 @@ Examples (from the repository root):
   # writes fixed_point_w100_s0.stability/:
   python experiments/fertility.py --pretrained=fixed_point_w100_s0
 
-Exit status: 0 when the quine is contracting, 1 when it is not, 2 on a bad dump.
+Exit status: 0 when the analysis ran (a quine that is not contracting too, so that the command
+chains with && and runs under set -e; --require_contracting makes that 1), 2 on a bad input.
 """
 
 import math
@@ -48,6 +49,9 @@ _NOISE_GENERATIONS = flags.DEFINE_integer('noise_generations', 100, 'Regeneratio
 flags.register_validator('noise', math.isfinite, message='--noise must be a finite number')
 _NUM_EIGENVALUES = flags.DEFINE_integer('num_eigenvalues', 6, 'Outer eigenvalues to find.',
                                         lower_bound=1)
+_REQUIRE_CONTRACTING = flags.DEFINE_bool(
+    'require_contracting', False, 'Exit with status 1 when the quine is not contracting (for '
+    'scripts that check fertility).')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where stability.json and spectrum.png go '
                                   '(default: <dump>.stability, or a numbered sibling if taken).')
 
@@ -95,7 +99,7 @@ def main(argv):
                        plots.spectrum_png(result, title=dump.path))
   print(f'{dump.path}: {stability.summary_line(result)}')
   print(f'Wrote {output_dir}/{{stability.json, spectrum.png}}')
-  sys.exit(0 if result['contracting'] else 1)
+  sys.exit(1 if _REQUIRE_CONTRACTING.value and not result['contracting'] else 0)
 
 
 if __name__ == '__main__':

@@ -99,16 +99,18 @@ def main(argv):
       except formats.FormatError as e:
         _fail(f'--output_dir={output_dir}: {str(e).partition(": ")[2]}')
 
-    def replicate(dump_path, output_dir):
+    def replicate(dump_path, output_dir, source=None):
       return report.run(dump_path, names, _GENERATIONS.value, _LINEAGE_FRAMEWORK.value,
-                        output_dir, images, labels, stability_config=stability_config)
+                        output_dir, images, labels, stability_config=stability_config,
+                        source=source)
 
     if _PRETRAINED.value:
       from export import saved_model  # pylint: disable=g-import-not-at-top  (TensorFlow)
       saved_model.quiet_logs()
       try:
         with saved_model.temporary_pretrained_export([_PRETRAINED.value]) as exported:
-          result = replicate(exported[_PRETRAINED.value], output_dir)
+          result = replicate(exported[_PRETRAINED.value], output_dir,
+                             source=f'pretrained quine {_PRETRAINED.value}')
       except saved_model.ExportError as e:
         _fail(e)
     else:

@@ -41,19 +41,19 @@ def fresh_directory(path):
   return candidate
 
 
-def _describe(dump):
+def _describe(dump, source):
   c = dump.config
   shape = f'width {c["width"]}, {c["num_hidden"]} hidden {c["activation"]}'
   if c.get('kernel_norm', 'none') != 'none':
     shape += f' ({c["kernel_norm"]}d kernels), {c["output_activation"]} output'
   if dump.classifies:
     shape += f', {c["coordinate_units"]} coordinate units, {c["num_classes"]} classes'
-  return f'{dump.kind} quine ({shape}), N = {dump.num_weights:,} weights, from {dump.path}'
+  return f'{dump.kind} quine ({shape}), N = {dump.num_weights:,} weights, from {source}'
 
 
 def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
         lineage_framework='torch', output_dir=None, images=None, labels=None, log=print,
-        stability_config=None):
+        stability_config=None, source=None):
   """Replicates a dump in each framework, builds its lineage, writes and prints the report.
 
   Args:
@@ -69,6 +69,9 @@ def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
     stability_config: for a vanilla quine, a `models.stability.StabilityConfig`: the report
       adds the spectrum of J, the fertile generations and the noise test (and spectrum.png);
       None: no stability section.
+    source: what the report names as the quine's origin (default: the dump's folder); a
+      pretrained quine exported into a temporary folder is named by its name, not by a folder
+      that is gone when the report is read.
 
   Returns:
     The report dict (also written to report.json); report['agrees'] is False when some
@@ -80,7 +83,8 @@ def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
   dump = dump_lib.read_dump(dump_lib.find_dump(dump_path))
   output_dir = fresh_directory(output_dir or default_output_dir(dump.path))
   os.makedirs(output_dir, exist_ok=True)
-  blocks = [_describe(dump)]
+  source = source or dump.path
+  blocks = [_describe(dump, source)]
   log(blocks[-1])
 
   rows = replication.replicate(dump, frameworks, images, labels)
@@ -104,13 +108,13 @@ def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
   formats.write_atomic(os.path.join(output_dir, LINEAGE_PNG),
                        lineage.lineage_png(lineage_rows, title))
   agrees = all(r['agrees'] for r in rows) and all(r.get('agrees', True) for r in lineage_rows)
-  report = {'dump': dump.path, 'frameworks': list(frameworks), 'generations': generations,
+  report = {'dump': source, 'frameworks': list(frameworks), 'generations': generations,
             'lineage_framework': lineage_framework,
             'num_test_images': None if images is None else len(images),
             'replication': rows, 'lineage': lineage_rows, 'agrees': agrees,
             'lineage_diverged_after': diverged[0] if diverged else None}
   if stability_config is not None and not dump.classifies:
-    report['stability'] = _stability(dump, stability_config, output_dir)
+    report['stability'] = _stability(dump, stability_config, output_dir, source)
     from models import stability  # pylint: disable=g-import-not-at-top
     blocks.append('Stability of the fixed point (J = d f_theta(C) / d theta, TensorFlow, '
                   'float64):\n' + stability.summary_line(report['stability']))
@@ -123,12 +127,12 @@ def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
   return report
 
 
-def _stability(dump, config, output_dir):
+def _stability(dump, config, output_dir, source):
   """models.stability.analyse on the quine rebuilt in TensorFlow; writes spectrum.png."""
   from models import stability  # pylint: disable=g-import-not-at-top
   from trainers import plots  # pylint: disable=g-import-not-at-top
   result = stability.analyse(frameworks_lib.keras_model(dump), config)
   formats.write_atomic(os.path.join(output_dir, SPECTRUM_PNG),
-                       plots.spectrum_png(result, title=dump.path))
+                       plots.spectrum_png(result, title=source))
   return result
 

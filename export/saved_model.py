@@ -508,8 +508,29 @@ def temporary_pretrained_export(names):
   Yields:
     {name: the model folder `<base>/<name>` holding version 1}.
   """
-  with tempfile.TemporaryDirectory(prefix='quine-zoo-pretrained-') as base:
+  _remove_orphaned_pretrained_exports()
+  with tempfile.TemporaryDirectory(prefix=f'{_PRETRAINED_PREFIX}{os.getpid()}-') as base:
     yield {name: os.path.dirname(export_pretrained(name, base)) for name in names}
+
+
+_PRETRAINED_PREFIX = 'quine-zoo-pretrained-'
+
+
+def _remove_orphaned_pretrained_exports():
+  """Removes the temporary exports of processes that are gone (a server killed with SIGKILL
+  cannot remove its own); each folder's name carries its process id."""
+  pattern = re.compile(rf'^{_PRETRAINED_PREFIX}(\d+)-')
+  root = tempfile.gettempdir()
+  for name in os.listdir(root):
+    match = pattern.match(name)
+    if not match:
+      continue
+    try:
+      os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+      shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    except (PermissionError, OverflowError):  # alive under another user, or not a pid
+      pass
 
 
 def export_workdir(workdir, export_base, model_name, version=None, overwrite=False,

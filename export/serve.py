@@ -48,7 +48,8 @@ _MAX_ROWS = flags.DEFINE_integer(
     f'{rest_api.DEFAULT_CHUNK_ROWS} rows at a time.', lower_bound=1)
 _PRETRAINED = flags.DEFINE_list(
     'pretrained', None, 'Pretrained quines to serve, by name (models.list_pretrained()): each is '
-    'exported into a temporary folder as version 1 and served under its name.')
+    'exported into a temporary folder as version 1 and served under its name (or --model_name, '
+    'for one).')
 flags.register_multi_flags_validator(
     ['model_base_path', 'model_config_file', 'pretrained'],
     lambda f: sum(f[k] is not None for k in f) == 1,
@@ -67,13 +68,21 @@ def main(argv):
     from export import saved_model  # pylint: disable=g-import-not-at-top
     from models import zoo  # pylint: disable=g-import-not-at-top
     saved_model.quiet_logs()
+    names = _PRETRAINED.value
+    if _MODEL_NAME.value and len(names) > 1:
+      sys.exit(f'serve.py: error: --model_name={_MODEL_NAME.value} names one model, and '
+               f'--pretrained gives {len(names)}: each is served under its own name')
     try:
-      for name in _PRETRAINED.value:
+      for name in names:
         zoo.entry(name)  # every name is checked before anything is exported
-      print(f'Exporting {", ".join(_PRETRAINED.value)} from the zoo...', flush=True)
+      if _MODEL_NAME.value:
+        saved_model.check_model_name(_MODEL_NAME.value)
+      print(f'Exporting {", ".join(names)} from the zoo...', flush=True)
       # A stopped server (SIGTERM as well as Ctrl-C) removes its temporary exports.
       signal.signal(signal.SIGTERM, _interrupt)
-      with saved_model.temporary_pretrained_export(_PRETRAINED.value) as models:
+      with saved_model.temporary_pretrained_export(names) as models:
+        if _MODEL_NAME.value:
+          models = {_MODEL_NAME.value: models[names[0]]}
         _serve(models)
     except (zoo.PretrainedError, saved_model.ExportError) as e:
       sys.exit(f'serve.py: error: {e}')
@@ -85,8 +94,37 @@ def main(argv):
       sys.exit(f'serve.py: error: {e}')
   else:
     base = os.path.abspath(_MODEL_BASE_PATH.value)
+    problem = _base_path_problem(base)
+    if problem:
+      sys.exit(f'serve.py: error: --model_base_path={_MODEL_BASE_PATH.value}: {problem}')
     models = {_MODEL_NAME.value or os.path.basename(base.rstrip(os.sep)): base}
   _serve(models)
+
+
+def _is_version(path):
+  return os.path.basename(path).isdigit() and os.path.isfile(os.path.join(path, 'saved_model.pb'))
+
+
+def _base_path_problem(base):
+  """Why `base` is not a model's folder of numeric versions, or None.
+
+  TF Serving waits for a version to appear in an empty model folder, and so does this server; a
+  path that is a version itself, or a folder of models, would be waited on for ever (404s).
+  """
+  if not os.path.isdir(base):
+    return 'no such folder'
+  if _is_version(base):
+    return (f'this is a version folder; serve its model folder: '
+            f'--model_base_path={os.path.dirname(base)}')
+  children = [os.path.join(base, c) for c in sorted(os.listdir(base))]
+  if any(_is_version(c) for c in children):
+    return None
+  models = [c for c in children if os.path.isdir(c) and any(
+      _is_version(os.path.join(c, v)) for v in os.listdir(c))]
+  if models:
+    return (f'no numeric version folder here, but {len(models)} model folder(s) are: serve one, '
+            f'e.g. --model_base_path={models[0]}, or several with --model_config_file')
+  return None
 
 
 def _serve(models):
@@ -96,8 +134,9 @@ def _serve(models):
     found = model.versions()
     print(f'{name}: {model.base_path} versions {found or "none yet (waiting for one)"}')
   server = werkzeug_serving.make_server(_HOST.value, _PORT.value, application, threaded=True)
-  print(f'Serving on http://{_HOST.value}:{server.server_port}/v1/models/'
-        f'{next(iter(models))} (Ctrl-C stops)', flush=True)
+  for name in models:
+    print(f'Serving http://{_HOST.value}:{server.server_port}/v1/models/{name}', flush=True)
+  print('Ready (Ctrl-C stops).', flush=True)
   try:
     server.serve_forever()
   except KeyboardInterrupt:

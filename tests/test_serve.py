@@ -338,12 +338,16 @@ class PretrainedServerTest(tf.test.TestCase):
          '--pretrained=exact_w5,exact_w10', '--port=0'], cwd=REPO_ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-      url = None
-      for line in process.stdout:  # 'Serving on http://127.0.0.1:PORT/v1/models/exact_w5 ...'
-        if line.startswith('Serving on '):
-          url = line.split()[2].split('/v1/')[0]
+      urls = []
+      for line in process.stdout:  # 'Serving http://127.0.0.1:PORT/v1/models/NAME', then 'Ready'
+        if line.startswith('Serving '):
+          urls.append(line.split()[1])
+        if line.startswith('Ready'):
           break
-      self.assertIsNotNone(url, 'the server never said where it serves')
+      # One URL per model (the banner named only the first).
+      self.assertLen(urls, 2, 'the server did not say where it serves each model')
+      self.assertEqual([u.split('/v1/models/')[1] for u in urls], ['exact_w5', 'exact_w10'])
+      url = urls[0].split('/v1/')[0]
       status, body = _request(url + '/v1/models/exact_w10:predict', {'instances': [0, 209]})
       self.assertEqual(status, 200)
       self.assertAllClose(body['predictions'], zoo.load_theta('exact_w10')[[0, 209]], atol=1e-4)
@@ -364,6 +368,43 @@ class PretrainedServerTest(tf.test.TestCase):
     self.assertEqual(exited.exception.code,
                      "serve.py: error: no pretrained quine named 'nope'; the zoo has "
                      + ', '.join(zoo.list_pretrained()))
+
+  def test_model_name_names_one_pretrained_quine_only(self):
+    with self.assertRaises(SystemExit) as exited:
+      with command_line(serve, '--pretrained=exact_w5,exact_w10', '--model_name=q') as argv:
+        serve.main(argv)
+    self.assertEqual(exited.exception.code,
+                     'serve.py: error: --model_name=q names one model, and --pretrained gives 2: '
+                     'each is served under its own name')
+
+  def test_a_base_path_that_holds_no_versions_is_refused_naming_the_right_one(self):
+    # Was: served, and answered 404 for ever.
+    root = self.create_tempdir().full_path
+    testing.make_workdir(os.path.join(root, 'wd'), testing.VANILLA)
+    version = saved_model.export_workdir(os.path.join(root, 'wd'), os.path.join(root, 'x'), 'v')
+    for path, problem in (
+        (version, f'this is a version folder; serve its model folder: '
+                  f'--model_base_path={root}/x/v'),
+        (f'{root}/x', f'no numeric version folder here, but 1 model folder(s) are: serve one, '
+                      f'e.g. --model_base_path={root}/x/v, or several with --model_config_file'),
+        (f'{root}/nowhere', 'no such folder')):
+      with self.assertRaises(SystemExit) as exited:
+        with command_line(serve, f'--model_base_path={path}') as argv:
+          serve.main(argv)
+      self.assertEqual(exited.exception.code,
+                       f'serve.py: error: --model_base_path={path}: {problem}')
+
+  def test_exports_of_killed_servers_are_removed_and_live_ones_kept(self):
+    root = tempfile.gettempdir()
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    orphan = tempfile.mkdtemp(prefix=f'quine-zoo-pretrained-{dead.pid}-')
+    live = tempfile.mkdtemp(prefix=f'quine-zoo-pretrained-{os.getpid()}-')
+    self.addCleanup(shutil.rmtree, live, ignore_errors=True)
+    saved_model._remove_orphaned_pretrained_exports()  # pylint: disable=protected-access
+    self.assertFalse(os.path.exists(orphan))
+    self.assertTrue(os.path.exists(live))
+    self.assertEqual(os.path.dirname(orphan), root)
 
 
 class ModelConfigFileTest(tf.test.TestCase):

@@ -24,6 +24,7 @@ from conftest import REPO_ROOT
 from conftest import command_line
 from conftest import import_binary
 from models import zoo
+from trainers import train_lib
 
 train_vanilla = import_binary('trainers.train_vanilla')
 
@@ -115,6 +116,13 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
     self.assertNotIn('--task_weight:', text)  # train_aux's
     self.assertIn("(paper: 'adamax')", text)  # --optimizer under the default preset
     self.assertIn('(paper: 30)', text)  # --num_epochs
+
+  def test_ctrl_c_during_training_says_how_to_resume(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    with mock.patch.object(train_lib, 'run', side_effect=KeyboardInterrupt):
+      line = self._error_line(f'--workdir={workdir}', '--preset=tiny')
+    self.assertEqual(line, 'train_vanilla.py: error: interrupted; rerun the same command to '
+                     'resume from the last checkpoint')
 
   def test_a_damaged_pretrained_weights_file_is_one_line(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')

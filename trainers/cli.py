@@ -239,6 +239,10 @@ def strategy_from_flags(config):
   return strategies.make_strategy(STRATEGY.value, tpu=TPU.value, cpu_devices=CPU_DEVICES.value)
 
 
+# What Ctrl-C during training prints instead of a traceback (every phase is checkpointed).
+INTERRUPTED = 'interrupted; rerun the same command to resume from the last checkpoint'
+
+
 def fail(message):
   """Exits with one line naming the program and the problem."""
   sys.exit(f'{os.path.basename(sys.argv[0])}: error: {message}')

@@ -75,6 +75,8 @@ class Method:
       before the checkpoint is restored (it may add objects to `trainer.checkpoint`).
     optimizer: TrainConfig -> Keras optimizer, or None for the configured one at a constant rate.
     kind_error: the message for a quine kind it does not train ({kind} is filled in).
+    uses_optimizer: whether its phases take gradient steps with --optimizer (plots and logs
+      name the optimizer only then).
   """
   name: str
   kinds: tuple[str, ...]
@@ -85,6 +87,7 @@ class Method:
   setup: Callable[..., None] | None = None
   optimizer: Callable[..., object] | None = None
   kind_error: str = '--method={method} is not supported for {kind} quines'
+  uses_optimizer: bool = False
 
 
 _PHASES = {}
@@ -218,13 +221,13 @@ def _replicate_phases(config):
 
 
 # The paper's methods.
-register(Method('optimize', _BOTH, ('optimize',),
+register(Method('optimize', _BOTH, ('optimize',), uses_optimizer=True,
                 **_repeat('optimize', lambda config: config.num_epochs)))
 register(Method('hill_climb', ('vanilla',), ('hill_climb',),
                 **_repeat('hill_climb', lambda config: config.num_epochs)))
 register(Method('regenerate', _BOTH, ('regenerate',),
                 **_repeat('regenerate', lambda config: config.generations)))
-register(Method('alternate', _BOTH, ('optimize', 'regenerate'),
+register(Method('alternate', _BOTH, ('optimize', 'regenerate'), uses_optimizer=True,
                 schedule=lambda config: (['optimize'] * config.opt_epochs_per_generation
                                          + ['regenerate']) * config.generations,
                 length=_alternations))
@@ -232,7 +235,7 @@ register(Method('alternate', _BOTH, ('optimize', 'regenerate'),
 register(Method('fixed_point', ('vanilla',), ('fixed_point',), setup=_setup_solver,
                 **_repeat('fixed_point', lambda config: config.solver_steps)))
 # Not in the paper: Adam on rho + lambda * cross-entropy with live targets (trainers/aux_lib.py).
-register(Method('replicate', ('auxiliary',), ('replicate',),
+register(Method('replicate', ('auxiliary',), ('replicate',), uses_optimizer=True,
                 validate=_validate_replicate, optimizer=_cosine_optimizer,
                 kind_error='--method=replicate trains auxiliary quines; use train_aux.py',
                 **_repeat('replicate', _replicate_phases)))

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import matplotlib.ticker  # pylint: disable=g-import-not-at-top
 import numpy as np
 import tensorflow as tf
 
@@ -44,23 +45,43 @@ def weights_vs_predictions_png(theta, predictions, title=''):
   return _to_png(fig)
 
 
-def curves_png(records, keys=('l_sr', 'rho', 'weight_rms'), x='phase', title=''):
-  """One panel per metric against `x`, from metrics.jsonl records."""
-  fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
-  axes = np.atleast_1d(axes)
-  for ax, key in zip(axes, keys):
-    pts = [(r[x], r[key]) for r in records if key in r and r[key] is not None]
-    if pts:
-      xs, ys = zip(*pts)
-      ax.plot(xs, ys, '.-')
-      if key in ('l_sr', 'weight_rms') and min(ys) > 0:
+_CURVE_KEYS = ('l_sr', 'rho', 'weight_rms', 'test_accuracy')
+_LOG_KEYS = ('l_sr', 'rho', 'weight_rms')  # a quine's rho goes from ~1 to 1e-15
+
+
+def curves_figure(records, x='phase', title=''):
+  """One panel per metric the records hold (test accuracy for an auxiliary quine) against `x`.
+
+  L_SR, rho and the weight RMS are on log axes (their positive values; zeros are left out and the
+  panel says how many), so that a quine at rho 5e-15 does not draw a flat zero.
+  """
+  keys = [k for k in _CURVE_KEYS if any(r.get(k) is not None for r in records)] or ['rho']
+  fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.4), layout='constrained')
+  for ax, key in zip(np.atleast_1d(axes), keys):
+    pts = [(r[x], r[key]) for r in records if r.get(key) is not None]
+    label = key
+    if key in _LOG_KEYS:
+      dropped = sum(int(v <= 0) for _, v in pts)
+      pts = [(a, v) for a, v in pts if v > 0]
+      if pts:
         ax.set_yscale('log')
+      if dropped:
+        label += f' ({dropped} zero{"s" if dropped > 1 else ""} not shown)'
+    if pts:
+      ax.plot(*zip(*pts), '.-' if len(pts) <= 60 else '-')
     if key == 'rho':
       ax.axhline(1.0, color='r', lw=0.8, ls='--')
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=5, integer=True))
     ax.set_xlabel(x)
-    ax.set_title(key)
-  fig.suptitle(title, fontsize=9)
-  return _to_png(fig)
+    ax.set_title(label, fontsize=9)
+  if title:
+    fig.suptitle(title, fontsize=9)
+  return fig
+
+
+def curves_png(records, x='phase', title=''):
+  """`curves_figure` as PNG bytes."""
+  return _to_png(curves_figure(records, x, title))
 
 
 def png_to_summary_image(png):

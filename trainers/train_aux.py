@@ -59,6 +59,8 @@ def main(argv):
                          overwrite=cli.OVERWRITE.value)
   except (workdir_lib.WorkdirError, ValueError) as e:
     cli.fail(e)
+  except KeyboardInterrupt:
+    cli.fail(cli.INTERRUPTED)
   cli.finish(record, config)
 
 

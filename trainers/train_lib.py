@@ -429,7 +429,8 @@ def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None, 
                                         else 'init', {}, 0.0)
     record = dict(record or final, status='finished')
     if out:
-      out.final_plots(record, theta, predictions, f'{config.method} ({config.optimizer})')
+      title = config.method + (f' ({config.optimizer})' if trainer.method.uses_optimizer else '')
+      out.final_plots(record, theta, predictions, title)
       if config.measure_stability and not config.model.classifies:
         out.stability(trainer.model, last_phase)
   if not chief:

@@ -49,6 +49,8 @@ def main(argv):
     record = train_lib.run(config, cli.WORKDIR.value, strategy, overwrite=cli.OVERWRITE.value)
   except workdir_lib.WorkdirError as e:
     cli.fail(e)
+  except KeyboardInterrupt:
+    cli.fail(cli.INTERRUPTED)
   cli.finish(record, config)
 
 
