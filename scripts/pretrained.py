@@ -296,7 +296,7 @@ def write_doc_table(entries, path=DOC):
 
 def write_catalogue(entries, directory=zoo.PRETRAINED_DIR):
   path = os.path.join(directory, zoo.CATALOGUE_FILE)
-  formats.write_atomic(path, json.dumps(
+  formats.write_atomic(path, formats.to_json(
       {'format': zoo.CATALOGUE_FORMAT, 'tolerances': TOLERANCES, 'entries': entries},
       indent=2) + '\n')
 

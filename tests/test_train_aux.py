@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+from absl import flags
 from absl.testing import absltest
 from absl.testing import parameterized
 import pytest
@@ -38,6 +39,16 @@ class TrainAuxCliTest(parameterized.TestCase):
     self.assertIsInstance(line, str)  # Python prints it on stderr and exits with status 1
     self.assertLen(line.splitlines(), 1)
     return line
+
+  def test_help_lists_the_flags_a_user_types_with_the_default_presets_values(self):
+    # Was: --help listed its own five flags, not --workdir, --preset or --seed.
+    with command_line(train_aux):
+      text = flags.FLAGS.module_help(train_aux.__name__)
+    for line in ('--workdir:', '--preset:', '--seed:', '--task_weight:', '--num_steps:',
+                 '--data_dir:', '--width:', '--export_dir:'):
+      self.assertIn(line, text)
+    self.assertNotIn('--solver_steps:', text)  # train_vanilla's
+    self.assertIn('(short: 0.01)', text)  # --task_weight under the default preset
 
   def test_missing_mnist_with_nodownload_fails_fast_naming_where_it_looked(self):
     empty = self.create_tempdir().full_path
