@@ -26,7 +26,7 @@ import onnxruntime as ort
 import tensorflow as tf
 
 from export import manifest as manifest_lib
-from export import saved_model
+from export import exporter
 from models import build_quine
 from models.config import ModelConfig
 
@@ -61,7 +61,7 @@ def _sizes(path):
 def measure(layout, model, base, repeats, threads):
   """Exports `model` with the coordinate projection as `layout`; returns its rows."""
   with mock.patch.object(manifest_lib, 'EXPORT_TABLE_ENTRIES', LAYOUTS[layout]):
-    path = saved_model.export_model(model, base, layout)
+    path = exporter.export_model(model, base, layout)
   n = model.num_weights
   serve = tf.saved_model.load(path).signatures['predict_weights']
   options = ort.SessionOptions()

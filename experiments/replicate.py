@@ -105,13 +105,14 @@ def main(argv):
                         source=source)
 
     if _PRETRAINED.value:
-      from export import saved_model  # pylint: disable=g-import-not-at-top  (TensorFlow)
+      from export import exporter  # pylint: disable=g-import-not-at-top  (TensorFlow)
+      from export import saved_model  # pylint: disable=g-import-not-at-top
       saved_model.quiet_logs()
       try:
-        with saved_model.temporary_pretrained_export([_PRETRAINED.value]) as exported:
+        with exporter.temporary_pretrained_export([_PRETRAINED.value]) as exported:
           result = replicate(exported[_PRETRAINED.value], output_dir,
                              source=f'pretrained quine {_PRETRAINED.value}')
-      except saved_model.ExportError as e:
+      except exporter.ExportError as e:
         _fail(e)
     else:
       result = replicate(path, output_dir)

@@ -8,7 +8,6 @@ Files written to the output folder:
   generation_<g>/     the dumps of generations 1..G
 """
 
-import json
 import os
 
 import formats

@@ -23,6 +23,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's C++ star
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
+from export import exporter
 from export import saved_model
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (config.json, checkpoints/).')
@@ -50,16 +51,16 @@ def main(argv):
   try:
     if _PRETRAINED.value:
       name = _MODEL_NAME.value or _PRETRAINED.value
-      before = saved_model.versions(os.path.join(_EXPORT_DIR.value, name))
-      path = saved_model.export_pretrained(_PRETRAINED.value, _EXPORT_DIR.value, name,
+      before = exporter.versions(os.path.join(_EXPORT_DIR.value, name))
+      path = exporter.export_pretrained(_PRETRAINED.value, _EXPORT_DIR.value, name,
                                            _VERSION.value, _OVERWRITE.value,
                                            _FORCE_NEW_VERSION.value)
     else:
-      name = _MODEL_NAME.value or saved_model.read_workdir_config(_WORKDIR.value).kind
-      before = saved_model.versions(os.path.join(_EXPORT_DIR.value, name))
-      path = saved_model.export_workdir(_WORKDIR.value, _EXPORT_DIR.value, name, _VERSION.value,
+      name = _MODEL_NAME.value or exporter.read_workdir_config(_WORKDIR.value).kind
+      before = exporter.versions(os.path.join(_EXPORT_DIR.value, name))
+      path = exporter.export_workdir(_WORKDIR.value, _EXPORT_DIR.value, name, _VERSION.value,
                                         _OVERWRITE.value, _FORCE_NEW_VERSION.value)
-  except saved_model.ExportError as e:
+  except exporter.ExportError as e:
     sys.exit(f'export_model.py: error: {e}')
   if _VERSION.value is None and int(os.path.basename(path)) in before:
     print(f'Already exported: {path} holds these weights (--force_new_version exports another '

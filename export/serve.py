@@ -65,6 +65,7 @@ def main(argv):
   if len(argv) > 1:
     sys.exit(f'serve.py: error: unexpected arguments {argv[1:]}')
   if _PRETRAINED.value:
+    from export import exporter  # pylint: disable=g-import-not-at-top
     from export import saved_model  # pylint: disable=g-import-not-at-top
     from models import zoo  # pylint: disable=g-import-not-at-top
     saved_model.quiet_logs()
@@ -76,15 +77,15 @@ def main(argv):
       for name in names:
         zoo.entry(name)  # every name is checked before anything is exported
       if _MODEL_NAME.value:
-        saved_model.check_model_name(_MODEL_NAME.value)
+        exporter.check_model_name(_MODEL_NAME.value)
       print(f'Exporting {", ".join(names)} from the zoo...', flush=True)
       # A stopped server (SIGTERM as well as Ctrl-C) removes its temporary exports.
       signal.signal(signal.SIGTERM, _interrupt)
-      with saved_model.temporary_pretrained_export(names) as models:
+      with exporter.temporary_pretrained_export(names) as models:
         if _MODEL_NAME.value:
           models = {_MODEL_NAME.value: models[names[0]]}
         _serve(models)
-    except (zoo.PretrainedError, saved_model.ExportError) as e:
+    except (zoo.PretrainedError, exporter.ExportError) as e:
       sys.exit(f'serve.py: error: {e}')
     return
   if _MODEL_CONFIG_FILE.value:

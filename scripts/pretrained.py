@@ -158,8 +158,8 @@ def trained_weights(entry, workdir):
     with open(os.path.join(workdir, f'config_{entry.run}.json')) as f:
       config = ModelConfig.from_dict(json.load(f))
     return config, np.load(os.path.join(workdir, f'theta_{entry.run}.npy')).astype(np.float32)
-  from export import saved_model  # pylint: disable=g-import-not-at-top
-  model, _ = saved_model.load_model(workdir)
+  from export import exporter  # pylint: disable=g-import-not-at-top
+  model, _ = exporter.load_model(workdir)
   return model.config, model.flatten().numpy()
 
 

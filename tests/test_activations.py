@@ -78,7 +78,7 @@ class RegisteredInTheTestTest(tf.test.TestCase):
     import dataclasses  # pylint: disable=g-import-not-at-top
     from export import dump as dump_lib  # pylint: disable=g-import-not-at-top
     from experiments import replication_report as report  # pylint: disable=g-import-not-at-top
-    from export import saved_model  # pylint: disable=g-import-not-at-top
+    from export import exporter  # pylint: disable=g-import-not-at-top
     from trainers import configs  # pylint: disable=g-import-not-at-top
     from trainers import train_lib  # pylint: disable=g-import-not-at-top
     root = self.create_tempdir().full_path
@@ -89,7 +89,7 @@ class RegisteredInTheTestTest(tf.test.TestCase):
     record = train_lib.run(config, os.path.join(root, 'wd'))
     self.assertEqual(record['status'], 'finished')
     self.assertLess(record['rho'], 1e-3)  # the solver ran on the new activation's forward pass
-    path = saved_model.export_workdir(os.path.join(root, 'wd'), os.path.join(root, 'e'), 'toy')
+    path = exporter.export_workdir(os.path.join(root, 'wd'), os.path.join(root, 'e'), 'toy')
     manifest = dump_lib.read_dump(path).manifest
     self.assertEqual(manifest['architecture']['activations'],
                      {'linear': 'x', 'toy_swish': 'x * sigmoid(x)'})

@@ -15,7 +15,7 @@ import formats
 from export import dump as dump_lib
 from export import manifest as manifest_lib
 from export import onnx_graph
-from export import saved_model
+from export import exporter
 from export import testing
 from models import generator
 from models import projection as projection_lib
@@ -29,7 +29,7 @@ class _ExportedTestCase(tf.test.TestCase):
     super().setUpClass()
     cls.root = tempfile.mkdtemp()
     cls.model = testing.make_workdir(os.path.join(cls.root, 'wd'), testing.VANILLA)
-    cls.path = saved_model.export_workdir(os.path.join(cls.root, 'wd'),
+    cls.path = exporter.export_workdir(os.path.join(cls.root, 'wd'),
                                           os.path.join(cls.root, 'exports'), 'vanilla')
 
   @classmethod

@@ -18,7 +18,7 @@ from export import frameworks
 from export import manifest as manifest_lib
 from export import onnx_graph
 from export import replication
-from export import saved_model
+from export import exporter
 from export import testing
 from models import generator
 from models.config import ModelConfig
@@ -33,7 +33,7 @@ class ReplicaTest(tf.test.TestCase, parameterized.TestCase):
     cls.models, cls.dumps = {}, {}
     for kind, config in testing.CONFIGS.items():
       cls.models[kind] = testing.make_workdir(os.path.join(cls.root, kind), config)
-      path = saved_model.export_workdir(os.path.join(cls.root, kind), cls.root + '/x', kind)
+      path = exporter.export_workdir(os.path.join(cls.root, kind), cls.root + '/x', kind)
       cls.dumps[kind] = dump_lib.read_dump(path)
 
   @classmethod
@@ -85,7 +85,7 @@ class ReplicaTest(tf.test.TestCase, parameterized.TestCase):
   def test_onnx_graph_can_hash_the_projection_itself(self):
     base = self.create_tempdir().full_path
     with mock.patch.object(manifest_lib, 'EXPORT_TABLE_ENTRIES', 0):  # as for a paper-size quine
-      path = saved_model.export_model(self.models['vanilla'], base, 'hashed')
+      path = exporter.export_model(self.models['vanilla'], base, 'hashed')
     dump = dump_lib.read_dump(path)
     self.assertIsNone(dump.manifest['projections']['coordinate']['onnx_initializer'])
     graph = onnx.load(dump.onnx_path).graph
@@ -110,7 +110,7 @@ class StandardisedExportTest(tf.test.TestCase):
                                        kernel_norm='standardise', gain=1.5, projection_std=0.5)
     base = self.create_tempdir().full_path
     model = testing.make_workdir(os.path.join(base, 'run'), config, scale=3.0)
-    dump = dump_lib.read_dump(saved_model.export_workdir(os.path.join(base, 'run'),
+    dump = dump_lib.read_dump(exporter.export_workdir(os.path.join(base, 'run'),
                                                          os.path.join(base, 'x'), 'stable'))
     coordinates = np.arange(model.num_weights)
     oracle = numpy_predict_weights(config, numpy_kernels(model), coordinates)

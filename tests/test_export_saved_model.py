@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from export import dump as dump_lib
-from export import saved_model
+from export import exporter
 from export import testing
 from models import build_quine
 from models.quine import VanillaQuine
@@ -31,7 +31,7 @@ class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
     for kind, config in testing.CONFIGS.items():
       workdir = os.path.join(cls.root, kind)
       cls.models[kind] = testing.make_workdir(workdir, config, scale=1.5)  # not the init
-      cls.paths[kind] = saved_model.export_workdir(workdir, os.path.join(cls.root, 'x'), kind)
+      cls.paths[kind] = exporter.export_workdir(workdir, os.path.join(cls.root, 'x'), kind)
 
   @classmethod
   def tearDownClass(cls):
@@ -151,14 +151,14 @@ class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
   def test_versions_increment_and_are_never_overwritten_unless_asked(self):
     base = os.path.join(self.create_tempdir().full_path, 'exports')
     workdir = os.path.join(self.root, 'vanilla')
-    first = saved_model.export_workdir(workdir, base, 'm')
-    second = saved_model.export_workdir(workdir, base, 'm', force_new_version=True)
+    first = exporter.export_workdir(workdir, base, 'm')
+    second = exporter.export_workdir(workdir, base, 'm', force_new_version=True)
     self.assertEqual([os.path.basename(first), os.path.basename(second)], ['1', '2'])
     stamp = os.path.getmtime(os.path.join(first, 'manifest.json'))
-    with self.assertRaisesRegex(saved_model.ExportError, 'already exists.*--overwrite'):
-      saved_model.export_workdir(workdir, base, 'm', version=1)
+    with self.assertRaisesRegex(exporter.ExportError, 'already exists.*--overwrite'):
+      exporter.export_workdir(workdir, base, 'm', version=1)
     self.assertEqual(os.path.getmtime(os.path.join(first, 'manifest.json')), stamp)
-    saved_model.export_workdir(workdir, base, 'm', version=1, overwrite=True)
+    exporter.export_workdir(workdir, base, 'm', version=1, overwrite=True)
     dump_lib.read_dump(first)
     self.assertEqual(sorted(os.listdir(os.path.join(base, 'm'))), ['1', '2'])
 
@@ -166,31 +166,31 @@ class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
     base = os.path.join(self.create_tempdir().full_path, 'exports')
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
     testing.make_workdir(workdir, testing.VANILLA, scale=2.0)
-    first = saved_model.export_workdir(workdir, base, 'm')
+    first = exporter.export_workdir(workdir, base, 'm')
     stamp = os.path.getmtime(os.path.join(first, 'manifest.json'))
     with self.assertLogs(level='WARNING') as logs:
-      again = saved_model.export_workdir(workdir, base, 'm')
+      again = exporter.export_workdir(workdir, base, 'm')
     self.assertEqual(again, first)
     self.assertIn('already holds this export', logs.output[0])
     self.assertEqual(os.path.getmtime(os.path.join(first, 'manifest.json')), stamp)
-    self.assertEqual(saved_model.versions(os.path.join(base, 'm')), [1])
+    self.assertEqual(exporter.versions(os.path.join(base, 'm')), [1])
     source = dump_lib.read_dump(first).manifest['source']
     self.assertEqual(source['theta_sha256'],
                      hashlib.sha256(dump_lib.read_dump(first).theta.tobytes()).hexdigest())
-    forced = saved_model.export_workdir(workdir, base, 'm', force_new_version=True)
+    forced = exporter.export_workdir(workdir, base, 'm', force_new_version=True)
     self.assertEqual(os.path.basename(forced), '2')
     # The same checkpoint path with other weights (a run trained again) is a new export.
     shutil.rmtree(workdir)
     testing.make_workdir(workdir, testing.VANILLA, scale=3.0)
-    self.assertEqual(os.path.basename(saved_model.export_workdir(workdir, base, 'm')), '3')
+    self.assertEqual(os.path.basename(exporter.export_workdir(workdir, base, 'm')), '3')
     # So is the same checkpoint when the newest version is damaged.
     os.remove(os.path.join(base, 'm', '3', 'weights.safetensors'))
-    self.assertEqual(os.path.basename(saved_model.export_workdir(workdir, base, 'm')), '4')
+    self.assertEqual(os.path.basename(exporter.export_workdir(workdir, base, 'm')), '4')
 
   def test_folders_left_by_killed_exports_are_cleaned_by_the_next(self):
     base = os.path.join(self.create_tempdir().full_path, 'exports')
     workdir = os.path.join(self.root, 'vanilla')
-    first = saved_model.export_workdir(workdir, base, 'm')
+    first = exporter.export_workdir(workdir, base, 'm')
     model_dir = os.path.dirname(first)
     for name in ('.2.tmp-killed', '.1.old-finished'):  # a killed export, a killed overwrite
       os.makedirs(os.path.join(model_dir, name, 'variables'))
@@ -198,7 +198,7 @@ class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
     with open(os.path.join(model_dir, '.2.tmp-killed', 'saved_model.pb'), 'wb') as f:
       f.write(b'half')
     os.makedirs(os.path.join(model_dir, '.notes'))  # anything else is left alone
-    saved_model.export_workdir(workdir, base, 'm', force_new_version=True)
+    exporter.export_workdir(workdir, base, 'm', force_new_version=True)
     self.assertEqual(sorted(os.listdir(model_dir)), ['.notes', '1', '3', '4'])
     dump_lib.read_dump(os.path.join(model_dir, '3'))
 
@@ -206,8 +206,8 @@ class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
     base = self.create_tempdir().full_path
     with open(os.path.join(base, 'file'), 'w') as f:
       f.write('not a folder')
-    with self.assertRaisesRegex(saved_model.ExportError, 'cannot export into'):
-      saved_model.export_workdir(os.path.join(self.root, 'vanilla'), os.path.join(base, 'file'),
+    with self.assertRaisesRegex(exporter.ExportError, 'cannot export into'):
+      exporter.export_workdir(os.path.join(self.root, 'vanilla'), os.path.join(base, 'file'),
                                  'm')
 
   def test_exported_theta_is_the_checkpointed_one(self):
@@ -232,22 +232,22 @@ class BadWorkdirTest(tf.test.TestCase):
     workdir = self.create_tempdir().full_path
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       json.dump({'model': testing.VANILLA.to_dict()}, f)
-    with self.assertRaisesRegex(saved_model.ExportError, 'holds no checkpoint'):
-      saved_model.export_workdir(workdir, os.path.join(workdir, 'x'), 'm')
+    with self.assertRaisesRegex(exporter.ExportError, 'holds no checkpoint'):
+      exporter.export_workdir(workdir, os.path.join(workdir, 'x'), 'm')
     self.assertFalse(os.path.exists(os.path.join(workdir, 'x')))
 
   def test_folder_without_config_is_not_a_workdir(self):
     workdir = self.create_tempdir().full_path
-    with self.assertRaisesRegex(saved_model.ExportError, 'config.json is missing'):
-      saved_model.export_workdir(workdir, os.path.join(workdir, 'x'), 'm')
+    with self.assertRaisesRegex(exporter.ExportError, 'config.json is missing'):
+      exporter.export_workdir(workdir, os.path.join(workdir, 'x'), 'm')
 
   def test_checkpoint_of_another_architecture_is_refused(self):
     workdir = self.create_tempdir().full_path
     testing.make_workdir(workdir, testing.VANILLA)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       json.dump({'model': testing.AUXILIARY.to_dict()}, f)
-    with self.assertRaisesRegex(saved_model.ExportError, 'does not hold every weight'):
-      saved_model.export_workdir(workdir, os.path.join(workdir, 'x'), 'm')
+    with self.assertRaisesRegex(exporter.ExportError, 'does not hold every weight'):
+      exporter.export_workdir(workdir, os.path.join(workdir, 'x'), 'm')
 
   def test_checkpoint_missing_some_kernels_is_refused(self):
     workdir = self.create_tempdir().full_path
@@ -258,9 +258,9 @@ class BadWorkdirTest(tf.test.TestCase):
     shutil.rmtree(os.path.join(workdir, 'checkpoints'))
     tf.train.CheckpointManager(tf.train.Checkpoint(model=partial),
                                os.path.join(workdir, 'checkpoints'), 1).save()
-    with self.assertRaisesRegex(saved_model.ExportError,
+    with self.assertRaisesRegex(exporter.ExportError,
                                 'does not hold every weight.*hidden_1'):
-      saved_model.export_workdir(workdir, os.path.join(workdir, 'x'), 'm')
+      exporter.export_workdir(workdir, os.path.join(workdir, 'x'), 'm')
 
   def test_a_model_tracking_all_its_kernels_restores_old_and_new_checkpoints(self):
     # What export sees once models/ tracks the hidden layers itself (checkpoint keys
@@ -284,17 +284,17 @@ class BadWorkdirTest(tf.test.TestCase):
     shutil.rmtree(os.path.join(new, 'checkpoints'))
     tf.train.CheckpointManager(tf.train.Checkpoint(model=tracking),
                                os.path.join(new, 'checkpoints'), 1).save()
-    with mock.patch.object(saved_model, 'build_quine', build):
+    with mock.patch.object(exporter, 'build_quine', build):
       for workdir in (old, new):
-        restored, _ = saved_model.load_model(workdir)
+        restored, _ = exporter.load_model(workdir)
         self.assertAllEqual(restored.flatten(), model.flatten())
 
   def test_bad_model_name_is_refused(self):
     workdir = self.create_tempdir().full_path
     testing.make_workdir(workdir, testing.VANILLA)
     for name in ('', '../up', '.hidden'):
-      with self.assertRaisesRegex(saved_model.ExportError, 'model name'):
-        saved_model.export_workdir(workdir, os.path.join(workdir, 'x'), name)
+      with self.assertRaisesRegex(exporter.ExportError, 'model name'):
+        exporter.export_workdir(workdir, os.path.join(workdir, 'x'), name)
 
 
 class TrainerCheckpointTest(tf.test.TestCase):
@@ -305,7 +305,7 @@ class TrainerCheckpointTest(tf.test.TestCase):
     workdir = self.create_tempdir().full_path
     config = tiny_train_config(num_epochs=1)
     train_lib.run(config, workdir)
-    path = saved_model.export_workdir(workdir, os.path.join(workdir, 'x'), 'tiny')
+    path = exporter.export_workdir(workdir, os.path.join(workdir, 'x'), 'tiny')
     trainer = train_lib.QuineTrainer(config)  # restored the way the trainer resumes
     trainer.checkpoint.restore(tf.train.latest_checkpoint(
         os.path.join(workdir, 'checkpoints'))).assert_existing_objects_matched()

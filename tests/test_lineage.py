@@ -13,7 +13,7 @@ from export import frameworks
 from experiments import lineage
 from export import onnx_graph
 from export import replication
-from export import saved_model
+from export import exporter
 from export import testing
 
 
@@ -27,7 +27,7 @@ class LineageTest(tf.test.TestCase, parameterized.TestCase):
     for kind, config in testing.CONFIGS.items():
       # Doubled weights: an untrained quine's children shrink fast; keep generation 2 sizeable.
       testing.make_workdir(os.path.join(cls.root, kind), config, scale=2.0)
-      cls.dumps[kind] = dump_lib.read_dump(saved_model.export_workdir(
+      cls.dumps[kind] = dump_lib.read_dump(exporter.export_workdir(
           os.path.join(cls.root, kind), os.path.join(cls.root, 'x'), kind))
 
   @classmethod

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from conftest import tiny_train_config
 from export import dump as dump_lib
-from export import saved_model
+from export import exporter
 from trainers import configs
 from trainers import methods
 from trainers import train_lib
@@ -63,7 +63,7 @@ class ToyMethodTest(tf.test.TestCase):
     self.assertEqual([m.get('halved') for m in lines], [None, 1.0, 1.0, 1.0])
     self.assertAllClose(record['weight_rms'], initial / 8)
 
-    version = saved_model.export_workdir(workdir, self.create_tempdir().full_path, 'halve')
+    version = exporter.export_workdir(workdir, self.create_tempdir().full_path, 'halve')
     dump = dump_lib.read_dump(version)
     self.assertEqual(dump.num_weights, config.model.num_weights)
     self.assertAllClose(np.sqrt(np.mean(dump.theta.astype(np.float64) ** 2)), initial / 8,

@@ -28,7 +28,7 @@ from experiments import replication_report as report
 from export import dump as dump_lib
 from export import frameworks
 from export import replication
-from export import saved_model
+from export import exporter
 from export import testing
 from models import stability
 from models import zoo
@@ -123,7 +123,7 @@ class ReportTest(tf.test.TestCase):
     cls.root = tempfile.mkdtemp()
     for kind, config in testing.CONFIGS.items():
       testing.make_workdir(os.path.join(cls.root, kind), config, scale=2.0)
-      saved_model.export_workdir(os.path.join(cls.root, kind), os.path.join(cls.root, 'x'), kind)
+      exporter.export_workdir(os.path.join(cls.root, kind), os.path.join(cls.root, 'x'), kind)
 
   @classmethod
   def tearDownClass(cls):
@@ -172,7 +172,7 @@ class ReportTest(tf.test.TestCase):
     # Was: children with weights ~1e10 and then inf ended in SOME FRAMEWORKS DISAGREE, exit 1.
     root = self.create_tempdir().full_path
     testing.make_workdir(os.path.join(root, 'wd'), testing.VANILLA, scale=300.0)
-    saved_model.export_workdir(os.path.join(root, 'wd'), os.path.join(root, 'x'), 'big')
+    exporter.export_workdir(os.path.join(root, 'wd'), os.path.join(root, 'x'), 'big')
     logged = []
     result = report.run(os.path.join(root, 'x', 'big'), frameworks.FRAMEWORKS, 8, 'torch',
                         os.path.join(root, 'r'), log=logged.append)
@@ -220,7 +220,7 @@ class BinariesTest(tf.test.TestCase):
   def test_stability_of_an_export_from_the_command_line(self):
     root = self.create_tempdir().full_path
     testing.make_workdir(os.path.join(root, 'wd'), testing.VANILLA, scale=2.0)
-    saved_model.export_workdir(os.path.join(root, 'wd'), os.path.join(root, 'x'), 'vanilla')
+    exporter.export_workdir(os.path.join(root, 'wd'), os.path.join(root, 'x'), 'vanilla')
     measured = self._run('fertility.py', f'--dump={root}/x/vanilla', '--generations=3',
                          '--num_perturbations=2', '--noise_generations=2')
     # A measurement that ran exits 0, contracting or not (it chains with && in the README).
@@ -288,7 +288,7 @@ class BinaryErrorsTest(parameterized.TestCase):
     # Was: a 41-64 line traceback and exit 1 (the code for "frameworks disagree").
     root = self.create_tempdir().full_path
     testing.make_workdir(os.path.join(root, 'wd'), testing.VANILLA, scale=2.0)
-    version = saved_model.export_workdir(os.path.join(root, 'wd'), os.path.join(root, 'x'), 'v')
+    version = exporter.export_workdir(os.path.join(root, 'wd'), os.path.join(root, 'x'), 'v')
     shutil.rmtree(os.path.join(version, 'variables'))
     status, stderr = _run_in_process('replicate.py', f'--dump={version}', '--generations=0')
     self.assertEqual(status, 2, stderr)

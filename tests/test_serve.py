@@ -27,7 +27,7 @@ from werkzeug import serving as werkzeug_serving
 from conftest import REPO_ROOT
 from conftest import command_line
 from conftest import import_binary
-from export import saved_model
+from export import exporter
 from export import rest_api
 from export import testing
 from models import zoo
@@ -70,7 +70,7 @@ class ServerTest(tf.test.TestCase):
     cls.models = {}
     for kind, config in testing.CONFIGS.items():
       cls.models[kind] = testing.make_workdir(os.path.join(cls.root, kind), config)
-      saved_model.export_workdir(os.path.join(cls.root, kind), os.path.join(cls.root, 'x'), kind)
+      exporter.export_workdir(os.path.join(cls.root, kind), os.path.join(cls.root, 'x'), kind)
     app = rest_api.ServingApp({'vanilla': os.path.join(cls.root, 'x', 'vanilla'),
                               'aux': os.path.join(cls.root, 'x', 'auxiliary')},
                              max_body_bytes=4096)
@@ -319,10 +319,10 @@ class ServerTest(tf.test.TestCase):
   def test_newest_version_is_served_by_default(self):
     base = os.path.join(self.create_tempdir().full_path, 'm')
     workdir = os.path.join(self.root, 'vanilla')
-    saved_model.export_workdir(workdir, os.path.dirname(base), 'm', version=3)
+    exporter.export_workdir(workdir, os.path.dirname(base), 'm', version=3)
     app = rest_api.ServingApp({'m': base})
     self.assertEqual(app.models['m'].get().version, 3)
-    saved_model.export_workdir(workdir, os.path.dirname(base), 'm', version=10)
+    exporter.export_workdir(workdir, os.path.dirname(base), 'm', version=10)
     os.makedirs(os.path.join(base, 'notes'))
     self.assertEqual(app.models['m'].get().version, 10)
     self.assertEqual(app.models['m'].versions(), [3, 10])
@@ -381,7 +381,7 @@ class PretrainedServerTest(tf.test.TestCase):
     # Was: served, and answered 404 for ever.
     root = self.create_tempdir().full_path
     testing.make_workdir(os.path.join(root, 'wd'), testing.VANILLA)
-    version = saved_model.export_workdir(os.path.join(root, 'wd'), os.path.join(root, 'x'), 'v')
+    version = exporter.export_workdir(os.path.join(root, 'wd'), os.path.join(root, 'x'), 'v')
     for path, problem in (
         (version, f'this is a version folder; serve its model folder: '
                   f'--model_base_path={root}/x/v'),
@@ -401,7 +401,7 @@ class PretrainedServerTest(tf.test.TestCase):
     orphan = tempfile.mkdtemp(prefix=f'quine-zoo-pretrained-{dead.pid}-')
     live = tempfile.mkdtemp(prefix=f'quine-zoo-pretrained-{os.getpid()}-')
     self.addCleanup(shutil.rmtree, live, ignore_errors=True)
-    saved_model._remove_orphaned_pretrained_exports()  # pylint: disable=protected-access
+    exporter._remove_orphaned_pretrained_exports()  # pylint: disable=protected-access
     self.assertFalse(os.path.exists(orphan))
     self.assertTrue(os.path.exists(live))
     self.assertEqual(os.path.dirname(orphan), root)

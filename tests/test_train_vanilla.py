@@ -120,7 +120,8 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
   def test_ctrl_c_during_training_says_how_to_resume(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
     with mock.patch.object(train_lib, 'run', side_effect=KeyboardInterrupt):
-      line = self._error_line(f'--workdir={workdir}', '--preset=tiny')
+      # --intra_op_threads=0: this process's TensorFlow already runs and keeps its thread count.
+      line = self._error_line(f'--workdir={workdir}', '--preset=tiny', '--intra_op_threads=0')
     self.assertEqual(line, 'train_vanilla.py: error: interrupted; rerun the same command to '
                      'resume from the last checkpoint')
 

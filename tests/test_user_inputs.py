@@ -20,7 +20,7 @@ import tensorflow as tf
 from werkzeug.test import Client
 
 from export import rest_api
-from export import saved_model
+from export import exporter
 from export import testing
 import models
 
@@ -87,7 +87,7 @@ class TinyExportTest(tf.test.TestCase):
     root = cls.root = tempfile.mkdtemp()
     for kind, config in testing.CONFIGS.items():
       testing.make_workdir(os.path.join(root, kind), config)
-      saved_model.export_workdir(os.path.join(root, kind), os.path.join(root, 'x'), kind)
+      exporter.export_workdir(os.path.join(root, kind), os.path.join(root, 'x'), kind)
     cls.client = Client(rest_api.ServingApp({'aux': os.path.join(root, 'x', 'auxiliary')}))
 
   def test_bad_pixels_are_a_400_naming_what_is_expected(self):
@@ -124,7 +124,7 @@ class ServedMnistTest(tf.test.TestCase):
     super().setUpClass()
     cls.images, cls.labels = _mnist_test(20)
     cls.root = tempfile.mkdtemp()
-    cls.version = saved_model.export_pretrained('aux_replicate', cls.root)
+    cls.version = exporter.export_pretrained('aux_replicate', cls.root)
     cls.client = Client(rest_api.ServingApp({'aux': os.path.dirname(cls.version)}))
 
   def test_rest_api_rows_and_columns(self):

@@ -14,7 +14,7 @@ from absl import logging
 import tensorflow as tf
 
 import formats
-from export import saved_model
+from export import exporter
 from models import stability as stability_lib
 from models import zoo
 from models import config as model_config
@@ -202,8 +202,8 @@ def check_export_flags(config):
     return
   name = MODEL_NAME.value or config.model.kind
   try:
-    saved_model.check_model_name(name)
-  except saved_model.ExportError as e:
+    exporter.check_model_name(name)
+  except exporter.ExportError as e:
     raise ValueError(f'--model_name={name}: {e}') from e
   if '://' in EXPORT_DIR.value:
     raise ValueError(f'--export_dir={EXPORT_DIR.value}: exports are written to a local folder '
@@ -263,10 +263,10 @@ def finish(record, config):
   if EXPORT_DIR.value:
     try:
       name = MODEL_NAME.value or config.model.kind
-      before = saved_model.versions(os.path.join(EXPORT_DIR.value, name))
-      exported = saved_model.export_workdir(WORKDIR.value, EXPORT_DIR.value, name,
+      before = exporter.versions(os.path.join(EXPORT_DIR.value, name))
+      exported = exporter.export_workdir(WORKDIR.value, EXPORT_DIR.value, name,
                                             force_new_version=FORCE_NEW_VERSION.value)
-    except saved_model.ExportError as e:
+    except exporter.ExportError as e:
       fail(e)
     if int(os.path.basename(exported)) in before:
       print(f'already exported: {exported} holds this checkpoint (--force_new_version exports '
