@@ -32,6 +32,7 @@ _DEFAULT_PRESET = 'paper'
 for _name in ('sweep_dir', 'task_weights', 'baseline', 'preset', 'num_epochs', 'seed', 'data_dir',
               'download'):
   flags.declare_key_flag(_name)
+cli.show_preset_defaults(configs.AUX_PRESETS, _DEFAULT_PRESET)
 
 
 def main(argv):

@@ -116,6 +116,9 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
     self.assertNotIn('--task_weight:', text)  # train_aux's
     self.assertIn("(paper: 'adamax')", text)  # --optimizer under the default preset
     self.assertIn('(paper: 30)', text)  # --num_epochs
+    # Its own presets only (--preset was shared with train_aux's).
+    self.assertIn('--preset: <paper|paper_alternate|tiny|small|stable|stable_w4>: Named '
+                  'configuration (default: paper).', text)
 
   def test_ctrl_c_during_training_says_how_to_resume(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')

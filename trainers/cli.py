@@ -91,10 +91,15 @@ OVERWRITE = flags.DEFINE_bool('overwrite', False,
                               'Move a different run already in --workdir aside and start anew.')
 
 def show_preset_defaults(presets, default_preset):
-  """Adds each preset-set flag's value under `default_preset` to its help (one binary a process).
+  """Fits the shared flags to one binary (one a process): its presets, its defaults.
 
-  The flags default to None ("the preset's value"), which absl's --help shows as no default.
+  --preset lists and accepts this binary's presets only; each flag a preset sets (default None,
+  "the preset's value", which absl's --help shows as no default) says its value under
+  `default_preset`.
   """
+  preset_flag = flags.FLAGS[PRESET.name]
+  preset_flag.parser.enum_values = list(presets)
+  preset_flag.help = f'<{"|".join(presets)}>: Named configuration (default: {default_preset}).'
   preset = presets[default_preset]
   for name in TRAIN_FLAGS:
     field = MODEL_FLAGS.get(name)
@@ -253,6 +258,22 @@ def log_start(strategy, config):
                strategy.num_replicas_in_sync,
                tf.config.threading.get_intra_op_parallelism_threads() or 'default')
   logging.info('Config: %s', json.dumps(train_lib.config_dict(config), sort_keys=True))
+
+
+def train(run, config):
+  """Runs `run()` (a training library's run), then `finish`; its refusals and Ctrl-C are one line.
+
+  Args:
+    run: a callable returning the last metrics record.
+    config: the run's TrainConfig.
+  """
+  try:
+    record = run()
+  except (workdir_lib.WorkdirError, ValueError) as e:
+    fail(e)
+  except KeyboardInterrupt:
+    fail(INTERRUPTED)
+  finish(record, config)
 
 
 def finish(record, config):

@@ -30,7 +30,6 @@ from trainers import cli
 from trainers import configs
 from trainers import data as data_lib
 from trainers import train_lib
-from trainers import workdir as workdir_lib
 
 _DEFAULT_PRESET = 'short'
 for _name in cli.flag_names('auxiliary'):  # what --help lists (key flags of this binary)
@@ -54,14 +53,8 @@ def main(argv):
   except data_lib.DataError as e:
     cli.fail(e)
   cli.log_start(strategy, config)
-  try:
-    record = aux_lib.run(config, cli.WORKDIR.value, data, strategy,
-                         overwrite=cli.OVERWRITE.value)
-  except (workdir_lib.WorkdirError, ValueError) as e:
-    cli.fail(e)
-  except KeyboardInterrupt:
-    cli.fail(cli.INTERRUPTED)
-  cli.finish(record, config)
+  cli.train(lambda: aux_lib.run(config, cli.WORKDIR.value, data, strategy,
+                                overwrite=cli.OVERWRITE.value), config)
 
 
 if __name__ == '__main__':

@@ -27,7 +27,6 @@ from absl import flags
 from trainers import cli
 from trainers import configs
 from trainers import train_lib
-from trainers import workdir as workdir_lib
 
 for _name in cli.flag_names('vanilla'):  # what --help lists (key flags of this binary)
   flags.declare_key_flag(_name)
@@ -45,13 +44,8 @@ def main(argv):
     cli.fail(e)
   strategy = cli.strategy_from_flags(config)
   cli.log_start(strategy, config)
-  try:
-    record = train_lib.run(config, cli.WORKDIR.value, strategy, overwrite=cli.OVERWRITE.value)
-  except workdir_lib.WorkdirError as e:
-    cli.fail(e)
-  except KeyboardInterrupt:
-    cli.fail(cli.INTERRUPTED)
-  cli.finish(record, config)
+  cli.train(lambda: train_lib.run(config, cli.WORKDIR.value, strategy,
+                                  overwrite=cli.OVERWRITE.value), config)
 
 
 if __name__ == '__main__':
