@@ -43,12 +43,15 @@ class TrainAuxCliTest(parameterized.TestCase):
   def test_help_lists_the_flags_a_user_types_with_the_default_presets_values(self):
     # Was: --help listed its own five flags, not --workdir, --preset or --seed.
     with command_line(train_aux):
-      text = flags.FLAGS.module_help(train_aux.__name__)
+      text = ' '.join(flags.FLAGS.module_help(train_aux.__name__).split())
     for line in ('--workdir:', '--preset:', '--seed:', '--task_weight:', '--num_steps:',
                  '--data_dir:', '--width:', '--export_dir:'):
       self.assertIn(line, text)
     self.assertNotIn('--solver_steps:', text)  # train_vanilla's
     self.assertIn('(short: 0.01)', text)  # --task_weight under the default preset
+    self.assertIn('--preset: <paper|replicate|short|tiny>: Named configuration (default: short)',
+                  text)
+    self.assertIn('--method: <optimize|regenerate|alternate|replicate>:', text)
 
   def test_missing_mnist_with_nodownload_fails_fast_naming_where_it_looked(self):
     empty = self.create_tempdir().full_path

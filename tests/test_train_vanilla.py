@@ -109,7 +109,7 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
   def test_help_lists_the_flags_a_user_types_with_the_default_presets_values(self):
     # Was: --help listed no flag at all (they were the key flags of trainers/cli.py).
     with command_line(train_vanilla):
-      text = flags.FLAGS.module_help(train_vanilla.__name__)
+      text = ' '.join(flags.FLAGS.module_help(train_vanilla.__name__).split())
     for line in ('--workdir:', '--preset:', '--method:', '--num_epochs:', '--width:', '--seed:',
                  '--export_dir:', '--solver_steps:'):
       self.assertIn(line, text)
@@ -119,6 +119,7 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
     # Its own presets only (--preset was shared with train_aux's).
     self.assertIn('--preset: <paper|paper_alternate|tiny|small|stable|stable_w4>: Named '
                   'configuration (default: paper).', text)
+    self.assertIn('--method: <optimize|hill_climb|regenerate|alternate|fixed_point>:', text)
 
   def test_ctrl_c_during_training_says_how_to_resume(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')

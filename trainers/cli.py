@@ -20,6 +20,7 @@ from models import zoo
 from models import config as model_config
 from models.config import ModelConfig
 from trainers import configs
+from trainers import methods
 from trainers import strategies
 from trainers import train_lib
 from trainers import workdir as workdir_lib
@@ -90,6 +91,15 @@ FORCE_NEW_VERSION = flags.DEFINE_bool(
 OVERWRITE = flags.DEFINE_bool('overwrite', False,
                               'Move a different run already in --workdir aside and start anew.')
 
+def _narrow_enum(name, values):
+  """Makes enum flag `name` accept and list `values` alone."""
+  flag = flags.FLAGS[name]
+  # A new parser, not an edited one: absl shares a parser among flags defined with the same
+  # arguments (train_vanilla's and train_aux's, in a test process that imports both).
+  flag.parser = flags.EnumParser(tuple(values))
+  flag.help = f'<{"|".join(values)}>: {flag.help.partition(">: ")[2]}'
+
+
 def show_preset_defaults(presets, default_preset):
   """Fits the shared flags to one binary (one a process): its presets, its defaults.
 
@@ -97,10 +107,13 @@ def show_preset_defaults(presets, default_preset):
   "the preset's value", which absl's --help shows as no default) says its value under
   `default_preset`.
   """
-  preset_flag = flags.FLAGS[PRESET.name]
-  preset_flag.parser.enum_values = list(presets)
-  preset_flag.help = f'<{"|".join(presets)}>: Named configuration (default: {default_preset}).'
   preset = presets[default_preset]
+  _narrow_enum(PRESET.name, list(presets))
+  preset_flag = flags.FLAGS[PRESET.name]
+  preset_flag.help = preset_flag.help.replace(
+      preset_flag.help.partition(': ')[2], f'Named configuration (default: {default_preset}).')
+  _narrow_enum('method', [name for name in methods.names()
+                          if preset.model.kind in methods.get(name).kinds])
   for name in TRAIN_FLAGS:
     field = MODEL_FLAGS.get(name)
     value = getattr(preset.model, field) if field and name != 'seed' else getattr(preset, name)
