@@ -34,7 +34,6 @@ from export import frameworks
 from export import replication
 from experiments import replication_report as report
 from models import zoo
-from models.config import KIND_REGISTRY
 
 _DUMP = flags.DEFINE_string('dump', None, 'A dump folder, or an exported model folder (newest '
                             'version).')
@@ -53,8 +52,8 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Report and generations fo
                                   '(default: <dump>.replication).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data dir holding mnist/3.0.1, for an '
                                 'auxiliary quine (default: TFDS_DATA_DIR).')
-_STABILITY = flags.DEFINE_bool('stability', True, 'Vanilla quines: add the spectrum of J, the '
-                               'fertile generations and the noise test (experiments/fertility.py).')
+_STABILITY = flags.DEFINE_bool('stability', True, 'Add the spectrum of J, the fertile '
+                               'generations and the noise test (experiments/fertility.py).')
 _NUM_TEST_IMAGES = flags.DEFINE_integer('num_test_images', 0, 'MNIST test images to classify '
                                         '(0: all 10,000).', lower_bound=0)
 
@@ -62,16 +61,6 @@ _NUM_TEST_IMAGES = flags.DEFINE_integer('num_test_images', 0, 'MNIST test images
 def _fail(message):
   print(f'replicate.py: error: {message}', file=sys.stderr)
   sys.exit(2)
-
-
-def _test_data(config):
-  """MNIST's test split for an auxiliary quine of 784-pixel images; (None, None) otherwise."""
-  if not KIND_REGISTRY[config['kind']].classifies:
-    return None, None
-  if config['image_size'] != 784:
-    print(f'(image_size {config["image_size"]} is not MNIST\'s 784: no test accuracy)')
-    return None, None
-  return replication.load_mnist_test(_DATA_DIR.value, _NUM_TEST_IMAGES.value)
 
 
 def main(argv):
@@ -85,9 +74,9 @@ def main(argv):
     else:
       path = dump_lib.find_dump(_DUMP.value)
       config = dump_lib.read_dump(path).config
-    images, labels = _test_data(config)
+    images, labels = replication.test_data_for(config, _DATA_DIR.value, _NUM_TEST_IMAGES.value)
     stability_config = None
-    if _STABILITY.value and not KIND_REGISTRY[config['kind']].classifies:
+    if _STABILITY.value:
       from models import stability  # pylint: disable=g-import-not-at-top
       stability_config = stability.StabilityConfig()
 

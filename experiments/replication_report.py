@@ -65,9 +65,9 @@ def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
     images: optional test images for an auxiliary quine's accuracy.
     labels: their labels.
     log: called with each block of text.
-    stability_config: for a vanilla quine, a `models.stability.StabilityConfig`: the report
-      adds the spectrum of J, the fertile generations and the noise test (and spectrum.png);
-      None: no stability section.
+    stability_config: a `models.stability.StabilityConfig`: the report adds the spectrum of J,
+      the fertile generations and the noise test (and spectrum.png; an auxiliary quine's test
+      accuracy along them, given images); None: no stability section.
     source: what the report names as the quine's origin (default: the dump's folder); a
       pretrained quine exported into a temporary folder is named by its name, not by a folder
       that is gone when the report is read.
@@ -112,8 +112,8 @@ def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
             'num_test_images': None if images is None else len(images),
             'replication': rows, 'lineage': lineage_rows, 'agrees': agrees,
             'lineage_diverged_after': diverged[0] if diverged else None}
-  if stability_config is not None and not dump.classifies:
-    report['stability'] = _stability(dump, stability_config, output_dir, source)
+  if stability_config is not None:
+    report['stability'] = _stability(dump, stability_config, output_dir, source, images, labels)
     from models import stability  # pylint: disable=g-import-not-at-top
     blocks.append('Stability of the fixed point (J = d f_theta(C) / d theta, TensorFlow, '
                   'float64):\n' + stability.summary_line(report['stability']))
@@ -126,11 +126,11 @@ def run(dump_path, frameworks=frameworks_lib.FRAMEWORKS, generations=5,
   return report
 
 
-def _stability(dump, config, output_dir, source):
+def _stability(dump, config, output_dir, source, images=None, labels=None):
   """models.stability.analyse on the quine rebuilt in TensorFlow; writes spectrum.png."""
   from models import stability  # pylint: disable=g-import-not-at-top
   from trainers import plots  # pylint: disable=g-import-not-at-top
-  result = stability.analyse(frameworks_lib.keras_model(dump), config)
+  result = stability.analyse(frameworks_lib.keras_model(dump), config, images, labels)
   formats.write_atomic(os.path.join(output_dir, SPECTRUM_PNG),
                        plots.spectrum_png(result, title=source))
   return result

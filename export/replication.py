@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from export import frameworks as frameworks_lib
+from models.config import KIND_REGISTRY
 
 RTOL = 1e-5
 MNIST_VERSION = '3.0.1'
@@ -175,6 +176,23 @@ REPLICATION_COLUMNS = ('framework', *METRIC_COLUMNS, 'test_accuracy', 'max_abs_d
 def default_data_dir():
   return os.environ.get('TFDS_DATA_DIR') or os.path.join(os.path.expanduser('~'),
                                                            'tensorflow_datasets')
+
+
+def test_data_for(config, data_dir=None, limit=None, log=print):
+  """MNIST's test split for a quine that classifies 784-pixel images; (None, None) otherwise.
+
+  Args:
+    config: a dump's model config (dict).
+    data_dir: see `load_mnist_test`.
+    limit: see `load_mnist_test`.
+    log: told why a classifying quine gets no test accuracy.
+  """
+  if not KIND_REGISTRY[config['kind']].classifies:
+    return None, None
+  if config['image_size'] != 784:
+    log(f'(image_size {config["image_size"]} is not MNIST\'s 784: no test accuracy)')
+    return None, None
+  return load_mnist_test(data_dir, limit)
 
 
 def load_mnist_test(data_dir=None, limit=None):

@@ -27,10 +27,12 @@ class SmoothedBackend(backends.TensorFlowBackend):
 
 
 def _setup(model, dtype):
-  """(architecture, projection rows of all N coordinates, theta -> {name: kernel})."""
+  """(architecture, projection rows of all N coordinates, theta -> {name: kernel}).
+
+  An auxiliary quine's replication pass is the one every metric uses: each coordinate paired with
+  a zero image; its class head is part of theta and predicted, but predicts nothing itself.
+  """
   arch = model.architecture
-  if arch.classifies:
-    raise ValueError('the fixed-point solver handles vanilla quines only')
   rows = tf.cast(model.coordinate_projection.rows(tf.range(arch.num_weights)), dtype)
   names = arch.weight_names
   shapes = [shape for _, shape in arch.weights]
@@ -46,7 +48,7 @@ def make_forward(model, dtype=tf.float64):
   """The quine's full replication pass as a pure function (theta [N], beta) -> f_theta(C) [N].
 
   Args:
-    model: a `VanillaQuine` (built).
+    model: a built quine (an auxiliary one with a zero image).
     dtype: computation dtype; the projection table is cast to it once.
 
   Returns:
@@ -71,7 +73,7 @@ def make_linearization(model, dtype=tf.float64):
   the products reuse them: 3 N d^2 multiply-adds each for two hidden layers.
 
   Args:
-    model: a `VanillaQuine` (built).
+    model: a built quine (an auxiliary one with a zero image).
     dtype: computation dtype.
 
   Returns:
@@ -82,6 +84,12 @@ def make_linearization(model, dtype=tf.float64):
     `vjp(theta, inputs, slopes, w)` = J^T w.
   """
   arch, rows, kernels = _setup(model, dtype)
+  if arch.classifies:  # the first layer's input: [coordinate rows | a zero image part]
+    rows = tf.pad(rows, [[0, 0], [0, arch.image_units]])
+  # The weights off the weight path (an auxiliary quine's class head) predict nothing: their
+  # columns of J are zero, and J^T w is zero there.
+  off_path = sum(a * b for name, (a, b) in arch.weights
+                 if name not in {n for n, _ in arch.weight_path})
   # Which layers of the weight path multiply by S(W) (kernel_norm 'standardise') rather than W.
   standardised = [arch.standardised and name in arch.hidden for name, _ in arch.weight_path]
   backend = backends.tensorflow()
@@ -140,6 +148,7 @@ def make_linearization(model, dtype=tf.float64):
         grads[i] = standardise_linear(ws[i], grads[i])
       if i > 0:
         dh = tf.matmul(dz, effective(ws[i], standardised[i]), transpose_b=True)
-    return tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
+    return tf.concat([tf.reshape(g, [-1]) for g in grads] + [tf.zeros([off_path], w_out.dtype)],
+                     axis=0)
 
   return linearize, jvp, vjp

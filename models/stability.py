@@ -16,7 +16,9 @@ import numpy as np
 import scipy.sparse.linalg as sla
 import tensorflow as tf
 
+from models import backends
 from models import linearization
+from models.quine import pixels
 
 # A descendant counts as a quine while its rho is at most this.
 QUINE_RHO = 1e-3
@@ -47,7 +49,7 @@ class StabilityConfig:
 
 
 class Jacobian:
-  """J = d f_theta(C) / d theta of a vanilla quine at its current weights, as products (float64)."""
+  """J = d f_theta(C) / d theta of a quine at its current weights, as products (float64)."""
 
   def __init__(self, model):
     linearize, self._jvp, self._vjp = linearization.make_linearization(model, tf.float64)
@@ -128,7 +130,7 @@ def _rho(theta, predictions):
                / max(np.sum(theta ** 2), 1e-300))
 
 
-def lineage(regenerate, theta, generations, threshold=QUINE_RHO):
+def lineage(regenerate, theta, generations, threshold=QUINE_RHO, accuracy=None):
   """Regenerates `theta` up to `generations` times with the quine's own float32 pass.
 
   Args:
@@ -136,14 +138,15 @@ def lineage(regenerate, theta, generations, threshold=QUINE_RHO):
     theta: the quine's weights.
     generations: most children to build.
     threshold: a generation is a quine while its rho is at most this.
+    accuracy: optional theta -> test accuracy (an auxiliary quine's task, `accuracy_fn`).
 
   Returns:
     dict: fertile_generations (consecutive descendants, the quine itself not counted, that are
     quines), rhos (rho of each generation from the quine on, until the first non-quine or
     non-finite one), diverged_at (the first generation with non-finite or overflowing weights,
-    or None).
+    or None), and with `accuracy` accuracies (of the same generations).
   """
-  rhos, fertile, diverged_at = [], 0, None
+  rhos, fertile, diverged_at, accuracies = [], 0, None, []
   current = np.asarray(theta, np.float32)
   for g in range(generations + 1):  # `current` is generation g (0: the quine itself)
     with np.errstate(all='ignore'):
@@ -152,24 +155,31 @@ def lineage(regenerate, theta, generations, threshold=QUINE_RHO):
       diverged_at = g + 1
       break
     rhos.append(_rho(current, child))
+    if accuracy:
+      accuracies.append(accuracy(current))
     if rhos[-1] > threshold:
       break
     fertile = g
     current = child
-  return {'fertile_generations': fertile, 'rhos': rhos, 'diverged_at': diverged_at}
+  result = {'fertile_generations': fertile, 'rhos': rhos, 'diverged_at': diverged_at}
+  if accuracy:
+    result['accuracies'] = accuracies
+  return result
 
 
-def noise_test(regenerate, theta, config):
+def noise_test(regenerate, theta, config, accuracy=None):
   """K perturbed copies of theta, each regenerated G times: how many return to theta.
 
   Returns:
     dict: returned (count), num_perturbations, noise, generations, final_distances (relative
-    ||theta_G - theta|| / ||theta|| of each copy; inf where it diverged).
+    ||theta_G - theta|| / ||theta|| of each copy; inf where it diverged), and with `accuracy`
+    (theta -> test accuracy) final_accuracies (each copy's after G generations; None where it
+    diverged).
   """
   theta = np.asarray(theta, np.float64)
   norm = np.linalg.norm(theta)
   rng = np.random.default_rng(config.seed)
-  distances = []
+  distances, accuracies = [], []
   for _ in range(config.num_perturbations):
     z = rng.standard_normal(theta.size)
     current = (theta + config.noise * norm * z / np.linalg.norm(z)).astype(np.float32)
@@ -180,10 +190,39 @@ def noise_test(regenerate, theta, config):
           break
       d = np.linalg.norm(current.astype(np.float64) - theta) / norm
     distances.append(float(d) if np.isfinite(d) else float('inf'))
+    if accuracy:
+      accuracies.append(accuracy(current) if np.all(np.isfinite(current)) else None)
   returned = sum(d <= config.return_tolerance for d in distances)
-  return {'returned': int(returned), 'num_perturbations': config.num_perturbations,
-          'noise': config.noise, 'generations': config.noise_generations,
-          'final_distances': distances}
+  result = {'returned': int(returned), 'num_perturbations': config.num_perturbations,
+            'noise': config.noise, 'generations': config.noise_generations,
+            'final_distances': distances}
+  if accuracy:
+    result['final_accuracies'] = accuracies
+  return result
+
+
+def accuracy_fn(model, images, labels):
+  """theta [N] -> the test accuracy of the auxiliary quine with weights theta (float32).
+
+  The network's classify path (a zero coordinate part) with the kernels taken from theta, one
+  compiled call; the images' projection is computed once.
+  """
+  arch = model.architecture
+  backend = backends.tensorflow()
+  image_part = tf.matmul(pixels(images, arch.config.image_size),
+                         tf.constant(model.image_projection.matrix()))
+  shapes = [shape for _, shape in arch.weights]
+  sizes = [a * b for a, b in shapes]
+
+  @tf.function(input_signature=[tf.TensorSpec([arch.num_weights], tf.float32)])
+  def predicted_classes(theta):
+    kernels = {name: tf.reshape(p, s)
+               for name, p, s in zip(arch.weight_names, tf.split(theta, sizes), shapes)}
+    return tf.argmax(arch.classify(backend, kernels, image_part), axis=1)
+
+  labels = np.asarray(labels)
+  return lambda theta: float(np.mean(
+      predicted_classes(tf.constant(np.asarray(theta, np.float32))).numpy() == labels))
 
 
 def regeneration_pass(model):
@@ -245,8 +284,12 @@ def weight_shape(model, bins=200):
   return shape
 
 
-def analyse(model, config=StabilityConfig()):
-  """The stability report of a vanilla quine at its current weights.
+def analyse(model, config=StabilityConfig(), images=None, labels=None):
+  """The stability report of a quine at its current weights.
+
+  An auxiliary quine's J is taken over the whole of theta (its class head's columns are zero:
+  those weights predict nothing); with test `images` and `labels` the report adds its accuracy,
+  that of every generation of the lineage, and that of each perturbed copy after its generations.
 
   Returns:
     A JSON-serialisable dict: spectral_radius, outer_eigenvalues ([re, im] pairs), contracting
@@ -255,11 +298,10 @@ def analyse(model, config=StabilityConfig()):
     (sqrt(||J||_F^2 / N), the bulk's radius), rho (float64), fertile_generations,
     lineage_rhos, diverged_at, noise (see `noise_test`).
 
-  Raises:
-    ValueError: an auxiliary quine (its regeneration also needs a convention for the image).
+    With images: accuracy, lineage_accuracies, and noise['final_accuracies'].
   """
-  if model.config.classifies:
-    raise ValueError('stability is measured for vanilla quines only')
+  accuracy = (accuracy_fn(model, images, labels)
+              if model.config.classifies and images is not None else None)
   jacobian = Jacobian(model)
   values = outer_eigenvalues(jacobian, config.num_eigenvalues, config.seed)
   norm = np.linalg.norm(jacobian.theta)
@@ -267,9 +309,9 @@ def analyse(model, config=StabilityConfig()):
   ju = jacobian.matvec(u)
   regenerate = regeneration_pass(model)
   theta = model.flatten().numpy()
-  line = lineage(regenerate, theta, config.generations)
+  line = lineage(regenerate, theta, config.generations, accuracy=accuracy)
   radius = float(np.abs(values[0]))
-  return {
+  report = {
       'spectral_radius': radius,
       'contracting': bool(radius < 1.0),
       'outer_eigenvalues': [[float(v.real), float(v.imag)] for v in values],
@@ -282,8 +324,12 @@ def analyse(model, config=StabilityConfig()):
       'lineage_generations_tried': config.generations,
       'lineage_rhos': line['rhos'],
       'diverged_at': line['diverged_at'],
-      'noise': noise_test(regenerate, theta, config),
+      'noise': noise_test(regenerate, theta, config, accuracy),
   }
+  if accuracy:
+    report['accuracy'] = line['accuracies'][0]
+    report['lineage_accuracies'] = line['accuracies']
+  return report
 
 
 def summary_line(report):
@@ -293,6 +339,15 @@ def summary_line(report):
           else f'bulk sqrt(|J|_F^2/N) {report["frobenius_radius"]:.4g}, ')
   diverged = ('' if report['diverged_at'] is None
               else f' (diverged at generation {report["diverged_at"]})')
+  task = ''
+  if report.get('accuracy') is not None:
+    accuracies = report['lineage_accuracies']
+    task = f', test accuracy {accuracies[0]:.2%}'
+    if len(accuracies) > 1:
+      task += f' (generation {len(accuracies) - 1}: {accuracies[-1]:.2%})'
+    after = [a for a in noise.get('final_accuracies', []) if a is not None]
+    if after:
+      task += f', copies after noise {min(after):.2%}-{max(after):.2%}'
   return (f'spectral radius {report["spectral_radius"]:.4g} '
           f'({"contracting" if report["contracting"] else "not contracting"}), '
           f'|J|_2 {report["largest_singular_value"]:.4g}, {bulk}theta.J theta/|theta|^2 '
@@ -300,4 +355,4 @@ def summary_line(report):
           f'{report["fertile_generations"]}/{report["lineage_generations_tried"]} fertile '
           f'generations{diverged}, '
           f'{noise["returned"]}/{noise["num_perturbations"]} returned from {noise["noise"]:.0%} noise '
-          f'after {noise["generations"]} generations')
+          f'after {noise["generations"]} generations' + task)

@@ -5,6 +5,7 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from conftest import tiny_aux_config  # pylint: disable=g-bad-import-order
 from conftest import tiny_model_config  # pylint: disable=g-bad-import-order
 from models import build_quine
 from models import linearization
@@ -15,6 +16,28 @@ def _model(width=5, **overrides):
 
 
 class ForwardTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_an_auxiliary_quines_pass_pairs_each_coordinate_with_a_zero_image(self):
+    # J over the whole theta: the class head is predicted but predicts nothing (zero columns).
+    model = build_quine(tiny_aux_config())
+    forward = linearization.make_forward(model)
+    linearize, jvp, vjp = linearization.make_linearization(model)
+    theta = tf.cast(model.flatten(), tf.float64)
+    y, inputs, slopes = linearize(theta, tf.constant(0.0, tf.float64), False)
+    self.assertAllClose(y, tf.cast(model.predict_weights(tf.range(model.num_weights)), tf.float64),
+                        rtol=1e-5, atol=1e-7)
+    rng = np.random.default_rng(0)
+    v, w = (tf.constant(x) for x in rng.standard_normal((2, model.num_weights)))
+    with tf.autodiff.ForwardAccumulator(theta, v) as accumulator:
+      out = forward(theta)
+    self.assertAllClose(jvp(theta, inputs, slopes, v), accumulator.jvp(out), rtol=1e-10)
+    with tf.GradientTape() as tape:
+      tape.watch(theta)
+      out = forward(theta)
+    self.assertAllClose(vjp(theta, inputs, slopes, w), tape.gradient(out, theta, w), rtol=1e-10)
+    class_head = model.config.width * model.config.num_classes
+    self.assertAllEqual(vjp(theta, inputs, slopes, w)[-class_head:], np.zeros(class_head))
+
 
   @parameterized.parameters('float32', 'float64')
   def test_forward_equals_model(self, dtype):

@@ -5,6 +5,8 @@ from absl.testing import absltest
 import numpy as np
 import tensorflow as tf
 
+from conftest import fake_mnist  # pylint: disable=g-bad-import-order
+from conftest import tiny_aux_config  # pylint: disable=g-bad-import-order
 from conftest import tiny_model_config  # pylint: disable=g-bad-import-order
 from models import build_quine
 from models import linearization
@@ -58,6 +60,25 @@ class SpectrumTest(tf.test.TestCase):
     self.assertGreater(report['lineage_rhos'][-1], stability.QUINE_RHO)
     self.assertEqual(report['noise']['returned'], 0)
     self.assertAllClose(np.hypot(*report['outer_eigenvalues'][0]), report['spectral_radius'])
+
+
+class AuxiliaryTest(tf.test.TestCase):
+
+  def test_an_auxiliary_quine_is_analysed_with_its_accuracy_along_the_lineage(self):
+    config = tiny_aux_config()
+    model = build_quine(config)
+    data = fake_mnist(config, separable=True)
+    report = stability.analyse(
+        model, stability.StabilityConfig(generations=3, num_perturbations=2, noise_generations=2),
+        data.test_images, data.test_labels)
+    logits = model.classify(data.test_images).numpy()
+    self.assertAllClose(report['accuracy'], np.mean(logits.argmax(1) == data.test_labels))
+    self.assertLen(report['lineage_accuracies'], len(report['lineage_rhos']))
+    self.assertLen(report['noise']['final_accuracies'], 2)
+    self.assertIn('test accuracy', stability.summary_line(report))
+    # Without images, the spectrum alone.
+    self.assertNotIn('accuracy', stability.analyse(
+        model, stability.StabilityConfig(generations=1, num_perturbations=0)))
 
 
 class LineageTest(tf.test.TestCase):

@@ -103,6 +103,8 @@ class FixedPointSolver(tf.Module):
 
   def __init__(self, model, config=SolverConfig(), name='fixed_point_solver'):
     super().__init__(name=name)
+    if model.architecture.classifies:  # its fixed points would ignore the task
+      raise ValueError('the fixed-point solver handles vanilla quines only')
     self.model = model
     self.config = config
     schedule = tuple(config.smoothing_schedule) or (0.0,)
