@@ -29,6 +29,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's C++ star
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+from absl import logging
 
 import formats
 from export import dump as dump_lib
@@ -71,6 +72,7 @@ def _fail(message):
 
 
 def main(argv):
+  logging.set_verbosity(logging.WARNING)  # tfds's INFO lines while it reads MNIST
   if len(argv) > 1:
     _fail(f'unexpected arguments {argv[1:]}')
   try:
