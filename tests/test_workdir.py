@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import time
 
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
@@ -178,6 +180,21 @@ class TruncateTensorboardTest(tf.test.TestCase):
     self.assertEqual([step for step, _ in self._steps(workdir)], [0, 1, 2, 3, 4])
     workdir_lib.truncate_tensorboard(workdir, -1)
     self.assertEqual(self._steps(workdir), [])
+
+  def test_a_resumed_runs_events_sort_after_the_killed_runs_in_the_same_second(self):
+    # TensorBoard reads events files in name order: creation second, host, pid. A killed run's
+    # file with a higher pid, created this second, used to sort after the resumed run's.
+    workdir = self.create_tempdir().full_path
+    self._write(workdir, range(3))
+    directory = os.path.join(workdir, 'tensorboard')
+    (name,) = os.listdir(directory)
+    stamp, host = re.match(r'events\.out\.tfevents\.(\d+)\.(.*)\.\d+\.\d+\.v2$', name).groups()
+    killed = f'events.out.tfevents.{stamp}.{host}.99999999.0.v2'
+    os.rename(os.path.join(directory, name), os.path.join(directory, killed))
+    workdir_lib.truncate_tensorboard(workdir, 2)
+    self.assertGreater(time.time(), int(stamp) + 1)
+    self._write(workdir, range(3, 5))  # the resumed run's steps
+    self.assertEqual([step for step, _ in self._steps(workdir)], [0, 1, 2, 3, 4])
 
   def test_a_torn_last_event_and_a_stale_rewrite_are_removed(self):
     workdir = self.create_tempdir().full_path

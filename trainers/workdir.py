@@ -9,6 +9,7 @@ ever recorded twice.
 
 import json
 import os
+import re
 import time
 
 from absl import logging
@@ -178,7 +179,9 @@ def truncate_tensorboard(workdir, last_phase):
   directory = os.path.join(workdir, TENSORBOARD_DIR)
   if not tf.io.gfile.isdir(directory):
     return
-  for name in sorted(tf.io.gfile.listdir(directory)):
+  names = sorted(tf.io.gfile.listdir(directory))
+  _wait_past_the_newest_events_file(names)
+  for name in names:
     path = os.path.join(directory, name)
     if name.startswith(_REWRITE_PREFIX):  # left by a kill during an earlier rewrite
       tf.io.gfile.remove(path)
@@ -196,6 +199,21 @@ def truncate_tensorboard(workdir, last_phase):
     tf.io.gfile.rename(tmp, path, overwrite=True)
     logging.info('%s: dropped %d summaries past phase %d (not checkpointed)', path,
                  len(events) - len(kept), last_phase)
+
+
+def _wait_past_the_newest_events_file(names):
+  """Returns once the clock is past the creation second of every events file in `names`.
+
+  TensorBoard reads a run's events files in name order, and a name begins with the second it was
+  created in, then the host and the process id: a run resumed within the second its killed
+  predecessor started could open a file that sorts first (a lower pid), and TensorBoard would read
+  its steps 1, 2, 3 before the old file's step 0. Waiting (at most a second, and only then) makes
+  the new file's name sort last.
+  """
+  stamps = [int(m.group(1)) for m in (re.search(r'tfevents\.(\d+)\.', n) for n in names) if m]
+  if stamps:
+    while time.time() < max(stamps) + 1:
+      time.sleep(0.05)
 
 
 def _framed_size(events):
