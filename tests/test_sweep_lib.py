@@ -17,6 +17,7 @@ from experiments import sweep_lib
 sweep_aux = import_binary('experiments.sweep_aux')
 
 
+@pytest.mark.slow  # each trains five tiny quines (~4 s); the fast loop keeps the CLI refusals
 class SweepTest(absltest.TestCase):
 
   def test_small_sweep_writes_tables_plot_and_hparams(self):
