@@ -34,6 +34,7 @@ from benchmarks import harness  # pylint: disable=g-import-not-at-top
 from benchmarks import torch_baseline  # pylint: disable=g-import-not-at-top
 
 run = import_binary('benchmarks.run')
+slim_export = import_binary('benchmarks.slim_export')
 
 _FIELDS = ('case', 'impl', 'seconds', 'ratio_to_baseline', 'fraction_of_matmul_peak',
            'peak_rss_mb', 'throughput', 'gflops', 'repeats_s')
@@ -181,6 +182,25 @@ class TorchBaselineTest(absltest.TestCase):
     self.assertGreater(loss, 0.0)
     self.assertTrue(np.isfinite(loss))
     self.assertFalse(torch.equal(model.flatten(), before))  # 4 steps of Adamax moved it
+
+
+
+class SlimExportTest(absltest.TestCase):
+
+  def test_each_layout_exports_and_times_both_graphs_at_three_batch_sizes(self):
+    from models import build_quine  # pylint: disable=g-import-not-at-top
+    model = build_quine(tiny_model_config())
+    base = self.create_tempdir().full_path
+    rows = []
+    for layout in slim_export.LAYOUTS:
+      rows += slim_export.measure(layout, model, base, repeats=1, threads=1)
+    self.assertEqual([(r['layout'], r['batch']) for r in rows],
+                     [(layout, b) for layout in slim_export.LAYOUTS for b in (1, 100, 36)])
+    for row in rows:
+      self.assertGreater(row['saved_model.pb'], 0)
+      self.assertGreater(row['weights.safetensors'], 0)
+      self.assertGreater(row['saved_model_seconds'], 0)
+      self.assertGreater(row['onnxruntime_seconds'], 0)
 
 
 if __name__ == '__main__':
