@@ -26,6 +26,18 @@ class SmoothedBackend(backends.TensorFlowBackend):
     return activation.tensorflow(x, params)
 
 
+def kernel_split(arch):
+  """theta [N] -> {name: kernel} in the architecture's canonical order (traceable)."""
+  names = arch.weight_names
+  shapes = [shape for _, shape in arch.weights]
+  sizes = [a * b for a, b in shapes]
+
+  def kernels(theta):
+    return {name: tf.reshape(p, s) for name, p, s in zip(names, tf.split(theta, sizes), shapes)}
+
+  return kernels
+
+
 def _setup(model, dtype):
   """(architecture, projection rows of all N coordinates, theta -> {name: kernel}).
 
@@ -34,14 +46,7 @@ def _setup(model, dtype):
   """
   arch = model.architecture
   rows = tf.cast(model.coordinate_projection.rows(tf.range(arch.num_weights)), dtype)
-  names = arch.weight_names
-  shapes = [shape for _, shape in arch.weights]
-  sizes = [a * b for a, b in shapes]
-
-  def kernels(theta):
-    return {name: tf.reshape(p, s) for name, p, s in zip(names, tf.split(theta, sizes), shapes)}
-
-  return arch, rows, kernels
+  return arch, rows, kernel_split(arch)
 
 
 def make_forward(model, dtype=tf.float64):

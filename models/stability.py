@@ -211,14 +211,11 @@ def accuracy_fn(model, images, labels):
   backend = backends.tensorflow()
   image_part = tf.matmul(pixels(images, arch.config.image_size),
                          tf.constant(model.image_projection.matrix()))
-  shapes = [shape for _, shape in arch.weights]
-  sizes = [a * b for a, b in shapes]
+  kernels = linearization.kernel_split(arch)
 
   @tf.function(input_signature=[tf.TensorSpec([arch.num_weights], tf.float32)])
   def predicted_classes(theta):
-    kernels = {name: tf.reshape(p, s)
-               for name, p, s in zip(arch.weight_names, tf.split(theta, sizes), shapes)}
-    return tf.argmax(arch.classify(backend, kernels, image_part), axis=1)
+    return tf.argmax(arch.classify(backend, kernels(theta), image_part), axis=1)
 
   labels = np.asarray(labels)
   return lambda theta: float(np.mean(

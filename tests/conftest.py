@@ -291,3 +291,18 @@ def command_line(binary, *args):
       std_logging.getLogger(n).setLevel(level)
     _take_out(list(own))
     _put_back(others)
+
+
+def exit_line(test, binary, *args):
+  """The one line `python <binary> ARGS` exits with (its main in this process), checked as such.
+
+  Python prints a SystemExit's message on stderr and exits with status 1; any other exception
+  (what would be a traceback) fails `test`.
+  """
+  with test.assertRaises(SystemExit) as exited:
+    with command_line(binary, *args) as argv:
+      binary.main(argv)
+  line = exited.exception.code
+  test.assertIsInstance(line, str)
+  test.assertLen(line.splitlines(), 1)
+  return line

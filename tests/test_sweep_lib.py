@@ -11,7 +11,11 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import pytest
 
-from conftest import REPO_ROOT, aux_train_config, command_line, fake_mnist, import_binary
+from conftest import REPO_ROOT
+from conftest import aux_train_config
+from conftest import exit_line
+from conftest import fake_mnist
+from conftest import import_binary
 from experiments import sweep_lib
 
 sweep_aux = import_binary('experiments.sweep_aux')
@@ -69,13 +73,7 @@ class SweepAuxCliTest(parameterized.TestCase):
 
   def _error_line(self, *args):
     """The one line `python experiments/sweep_aux.py ARGS` exits with, run in this process."""
-    with self.assertRaises(SystemExit) as exited:  # not another exception: no traceback
-      with command_line(sweep_aux, *args) as argv:
-        sweep_aux.main(argv)
-    line = exited.exception.code
-    self.assertIsInstance(line, str)  # Python prints it on stderr and exits with status 1
-    self.assertLen(line.splitlines(), 1)
-    return line
+    return exit_line(self, sweep_aux, *args)
 
   @parameterized.named_parameters(
       ('preset_that_cannot_take_mnist', ['--preset=tiny', '--data_dir={empty}', '--nodownload'],

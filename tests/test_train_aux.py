@@ -16,6 +16,7 @@ import pytest
 
 from conftest import REPO_ROOT
 from conftest import command_line
+from conftest import exit_line
 from conftest import import_binary
 
 train_aux = import_binary('trainers.train_aux')
@@ -32,13 +33,7 @@ class TrainAuxCliTest(parameterized.TestCase):
 
   def _error_line(self, *args):
     """The one line `python trainers/train_aux.py ARGS` exits with, run in this process."""
-    with self.assertRaises(SystemExit) as exited:  # not another exception: no traceback
-      with command_line(train_aux, *args) as argv:
-        train_aux.main(argv)
-    line = exited.exception.code
-    self.assertIsInstance(line, str)  # Python prints it on stderr and exits with status 1
-    self.assertLen(line.splitlines(), 1)
-    return line
+    return exit_line(self, train_aux, *args)
 
   def test_help_lists_the_flags_a_user_types_with_the_default_presets_values(self):
     # Was: --help listed its own five flags, not --workdir, --preset or --seed.

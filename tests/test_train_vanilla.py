@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from conftest import REPO_ROOT
 from conftest import command_line
+from conftest import exit_line
 from conftest import import_binary
 from models import zoo
 from trainers import train_lib
@@ -54,11 +55,7 @@ class TrainVanillaTest(tf.test.TestCase, parameterized.TestCase):
 
   def _error_line(self, *args):
     """The one line the binary exits with: Python prints it on stderr and exits with status 1."""
-    with self.assertRaises(SystemExit) as exited:  # not another exception: no traceback
-      _main(*args)
-    line = exited.exception.code
-    self.assertIsInstance(line, str)
-    self.assertLen(line.splitlines(), 1)
+    line = exit_line(self, train_vanilla, *args)
     self.assertStartsWith(line, 'train_vanilla.py: error: ')
     return line
 

@@ -60,6 +60,7 @@ TRAIN_FLAGS = {f.name: _define_field_flag(f.name, f) for f in configs.flag_field
 _MODEL_FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig)}
 # {flag name: ModelConfig field}; --seed, a TrainConfig flag, also seeds the initialisation.
 MODEL_FLAGS = model_config.flag_fields()
+_FIELD_FLAGS = {field: flag for flag, field in MODEL_FLAGS.items()}  # ModelConfig field -> flag
 for _flag_name, _field_name in MODEL_FLAGS.items():
   if _flag_name not in TRAIN_FLAGS:
     TRAIN_FLAGS[_flag_name] = _define_field_flag(_flag_name, _MODEL_FIELDS[_field_name])
@@ -91,13 +92,14 @@ FORCE_NEW_VERSION = flags.DEFINE_bool(
 OVERWRITE = flags.DEFINE_bool('overwrite', False,
                               'Move a different run already in --workdir aside and start anew.')
 
-def _narrow_enum(name, values):
-  """Makes enum flag `name` accept and list `values` alone."""
+
+def _narrow_enum(name, values, help_text=None):
+  """Makes enum flag `name` accept and list `values` alone (with `help_text`, if given)."""
   flag = flags.FLAGS[name]
   # A new parser, not an edited one: absl shares a parser among flags defined with the same
   # arguments (train_vanilla's and train_aux's, in a test process that imports both).
   flag.parser = flags.EnumParser(tuple(values))
-  flag.help = f'<{"|".join(values)}>: {flag.help.partition(">: ")[2]}'
+  flag.help = f'<{"|".join(values)}>: {help_text or flag.help.partition(">: ")[2]}'
 
 
 def show_preset_defaults(presets, default_preset):
@@ -108,10 +110,7 @@ def show_preset_defaults(presets, default_preset):
   `default_preset`.
   """
   preset = presets[default_preset]
-  _narrow_enum(PRESET.name, list(presets))
-  preset_flag = flags.FLAGS[PRESET.name]
-  preset_flag.help = preset_flag.help.replace(
-      preset_flag.help.partition(': ')[2], f'Named configuration (default: {default_preset}).')
+  _narrow_enum(PRESET.name, list(presets), f'Named configuration (default: {default_preset}).')
   _narrow_enum('method', [name for name in methods.names()
                           if preset.model.kind in methods.get(name).kinds])
   for name in TRAIN_FLAGS:
@@ -174,7 +173,7 @@ def config_from_flags(presets, default_preset, **extra_overrides):
     model.validate()
   except ValueError as e:  # models/ names its fields; say which flag set one
     field, _, rest = str(e).partition('=')
-    flag = {v: k for k, v in MODEL_FLAGS.items()}.get(field)
+    flag = _FIELD_FLAGS.get(field)
     if flag:
       raise ValueError(f'--{flag}={rest}') from e
     raise
@@ -204,7 +203,7 @@ def _pretrained_model(name, kind, model_overrides):
                      f'{kind} ones')
   for field, value in model_overrides.items():
     if field != 'init_seed' and value is not None and value != getattr(model, field):
-      flag = {v: k for k, v in MODEL_FLAGS.items()}.get(field, field)
+      flag = _FIELD_FLAGS.get(field, field)
       raise ValueError(f'--{flag}={value} contradicts '
                        f'--init_from={name}, whose {field} is {getattr(model, field)}')
   return model
