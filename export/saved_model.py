@@ -12,6 +12,7 @@ written by Keras's ExportArchive so that Session-based loaders can run them. The
 canonically. `export.exporter` writes both into a version folder, with the dump.
 """
 
+import contextlib
 import logging as std_logging
 
 import keras
@@ -161,6 +162,25 @@ def _onnx_function(model, weights):
   return auxiliary
 
 
+@contextlib.contextmanager
+def _keeping_equal_tensors():
+  """tf2onnx without its 'merge_duplication' pass, which folds equal constants into one.
+
+  Weight tensors with equal values (a quine at a constant fixed point, whose hidden kernels are
+  all the same number; the zero quine) would otherwise share one initializer, and the dump's graph
+  must carry every weight under its own name. tf2onnx 1.17 keeps its passes in a module-level
+  dict and has no option for this.
+  """
+  from tf2onnx import optimizer  # pylint: disable=g-import-not-at-top
+  passes = optimizer._optimizers  # pylint: disable=protected-access
+  optimizer._optimizers = type(passes)(  # pylint: disable=protected-access
+      (name, cls) for name, cls in passes.items() if name != 'merge_duplication')
+  try:
+    yield
+  finally:
+    optimizer._optimizers = passes  # pylint: disable=protected-access
+
+
 def onnx_model(model):
   """The dump's ONNX graph of `model` (tf2onnx), initializers named by canonical weight name.
 
@@ -177,8 +197,9 @@ def onnx_model(model):
   config = model.config
   weights = {name: v.numpy() for name, v in zip(model.weight_names(), model.quine_variables)}
   fn = _onnx_function(model, weights)
-  proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature,
-                                           opset=manifest_lib.ONNX_OPSET)
+  with _keeping_equal_tensors():
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature,
+                                             opset=manifest_lib.ONNX_OPSET)
   interface = manifest_lib.onnx_interface(model.architecture)
   mapping = {f'{name}:0': name for name in weights}
   mapping.update({f'projection_{k}:0': v

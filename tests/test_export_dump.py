@@ -86,6 +86,18 @@ class FormatTest(_ExportedTestCase):
     self.assertEqual(values['projection/coordinate'].tobytes(),
                      dump.projection('coordinate').tobytes())
 
+  def test_equal_weight_tensors_keep_an_initializer_each(self):
+    # A quine at a constant fixed point (here the zero quine): its hidden kernels are equal, and
+    # tf2onnx would fold them into one initializer.
+    from export import saved_model  # pylint: disable=g-import-not-at-top
+    from models.quine import build_quine  # pylint: disable=g-import-not-at-top
+    from models.config import ModelConfig  # pylint: disable=g-import-not-at-top
+    model = build_quine(ModelConfig(width=4))
+    model.assign_flat(tf.zeros([model.num_weights]))
+    values = onnx_graph.initializers(saved_model.onnx_model(model))
+    for name in model.weight_names():
+      self.assertAllEqual(values[name], np.zeros_like(values[name]), msg=name)
+
   def test_weights_only_dump_reads_where_no_graph_is_needed(self):
     dump = dump_lib.read_dump(self.path)
     path = os.path.join(self.create_tempdir().full_path, 'weights_only')
