@@ -205,10 +205,15 @@ class AuxiliaryQuine(_Quine):
     """
     return self.logits(pixels(images, self.config.image_size))
 
-  def logits(self, images):
+  def logits(self, images, kernels=None):
     """Logits [B, classes] of float32 pixels [B, image_size] in [0, 1], with a zero coordinate
-    part: the trusted path the trainers run (no checks)."""
-    return self.architecture.classify(self._backend, self.kernels(), self._image_part(images))
+    part: the trusted path the trainers run (no checks).
+
+    `kernels` ({name: tensor}, e.g. `models.linearization.kernel_split` of a descendant's theta)
+    classifies with those weights instead of the model's own.
+    """
+    return self.architecture.classify(self._backend, kernels or self.kernels(),
+                                      self._image_part(images))
 
 
 def build_quine(config: ModelConfig, name=None):

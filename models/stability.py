@@ -11,6 +11,7 @@ it the way a lineage does: regenerating the quine itself, and perturbed copies o
 
 import dataclasses
 import functools
+import math
 
 import numpy as np
 import scipy.sparse.linalg as sla
@@ -167,6 +168,32 @@ def lineage(regenerate, theta, generations, threshold=QUINE_RHO, accuracy=None):
   return result
 
 
+def trajectory(regenerate, theta, generations, accuracy):
+  """rho and test accuracy of generations 0..`generations`, quines or not.
+
+  `lineage` stops at the first descendant that is not a quine; a quine that carries a task is
+  judged by what its descendants still do after that (accuracy of generations 1, 5 and 300), so
+  this one goes on until the weights stop being finite.
+
+  Returns:
+    dict: rhos and accuracies, one per generation from the quine itself (generation 0) on, until
+    `generations` or the first non-finite child (diverged_at, else None).
+  """
+  rhos, accuracies, diverged_at = [], [], None
+  current = np.asarray(theta, np.float32)
+  for g in range(generations + 1):
+    with np.errstate(all='ignore'):
+      child = np.asarray(regenerate(current), np.float32)
+    accuracies.append(accuracy(current))
+    if not np.all(np.isfinite(child)):
+      rhos.append(math.inf)
+      diverged_at = g + 1
+      break
+    rhos.append(_rho(current, child))
+    current = child
+  return {'rhos': rhos, 'accuracies': accuracies, 'diverged_at': diverged_at}
+
+
 def noise_test(regenerate, theta, config, accuracy=None):
   """K perturbed copies of theta, each regenerated G times: how many return to theta.
 
@@ -295,7 +322,8 @@ def analyse(model, config=StabilityConfig(), images=None, labels=None):
     (sqrt(||J||_F^2 / N), the bulk's radius), rho (float64), fertile_generations,
     lineage_rhos, diverged_at, noise (see `noise_test`).
 
-    With images: accuracy, lineage_accuracies, and noise['final_accuracies'].
+    With images: accuracy, lineage_accuracies, noise['final_accuracies'], and trajectory (rho
+    and accuracy of every generation up to config.generations, past the first non-quine too).
   """
   accuracy = (accuracy_fn(model, images, labels)
               if model.config.classifies and images is not None else None)
@@ -326,6 +354,7 @@ def analyse(model, config=StabilityConfig(), images=None, labels=None):
   if accuracy:
     report['accuracy'] = line['accuracies'][0]
     report['lineage_accuracies'] = line['accuracies']
+    report['trajectory'] = trajectory(regenerate, theta, config.generations, accuracy)
   return report
 
 
@@ -342,6 +371,11 @@ def summary_line(report):
     task = f', test accuracy {accuracies[0]:.2%}'
     if len(accuracies) > 1:
       task += f' (generation {len(accuracies) - 1}: {accuracies[-1]:.2%})'
+    traced = report.get('trajectory', {}).get('accuracies', [])
+    shown = [g for g in (1, 5, 300) if g < len(traced)]
+    if shown:
+      task += ('; generations ' + '/'.join(map(str, shown)) + ' (quines or not): '
+               + '/'.join(f'{traced[g]:.2%}' for g in shown))
     after = [a for a in noise.get('final_accuracies', []) if a is not None]
     if after:
       task += f', copies after noise {min(after):.2%}-{max(after):.2%}'

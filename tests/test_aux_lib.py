@@ -133,6 +133,76 @@ class AuxTrainerTest(tf.test.TestCase):
     self.assertGreater(final['weight_rms'], records[0]['weight_rms'])  # ... without shrinking
     self.assertGreater(final['test_accuracy'], 0.9)
     self.assertIn('train_rho', final)
+    # The stability report follows its descendants with their accuracy, quines or not.
+    with open(os.path.join(workdir, 'stability.json')) as f:
+      stability = json.load(f)
+    traced = stability['trajectory']
+    self.assertLen(traced['accuracies'], 301)
+    self.assertAlmostEqual(traced['accuracies'][0], final['test_accuracy'], places=6)
+    self.assertEqual(stability['lineage_accuracies'],
+                     traced['accuracies'][:len(stability['lineage_accuracies'])])
+
+  def test_descendant_loss_matches_a_numpy_oracle(self):
+    # K = 2: the cross-entropy is the mean over the quine, its child and its grandchild, each
+    # built from all N predictions of its parent; rho is exact.
+    config = aux_train_config(method='replicate', optimizer='adam', task_weight=0.3,
+                              replication_weight=0.7, descendants=2, image_batch_size=6)
+    data = fake_mnist(config.model)
+    trainer = aux_lib.AuxTrainer(config, data)
+    model = config.model
+    _, picks = trainer.replicate_draws(tf.constant(0, tf.int64))
+    images, labels = data.train_images[picks.numpy()], data.train_labels[picks.numpy()]
+    kernels = numpy_kernels(trainer.model)
+    shapes = [k.shape for k in kernels]
+    all_coordinates = np.concatenate(
+        [coordinate_rows(model, np.arange(trainer.num_weights)),
+         np.zeros((trainer.num_weights, model.width - model.coordinate_units))], axis=1)
+    image_inputs = np.concatenate(
+        [np.zeros((len(labels), model.coordinate_units)), image_rows(model, images)], axis=1)
+
+    def split(theta):
+      sizes = np.cumsum([np.prod(s) for s in shapes])[:-1]
+      return [p.reshape(s) for p, s in zip(np.split(theta, sizes), shapes)]
+
+    def cross_entropy(kernel_list):
+      _, logits = numpy_heads(model, kernel_list, image_inputs)
+      shifted = logits - logits.max(axis=1, keepdims=True)
+      log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+      return -np.mean(log_probs[np.arange(len(labels)), labels])
+
+    theta = np.concatenate([k.reshape(-1) for k in kernels])
+    child = numpy_heads(model, kernels, all_coordinates)[0]
+    grandchild = numpy_heads(model, split(child), all_coordinates)[0]
+    rho = np.sum((child - theta) ** 2) / np.sum(theta ** 2)
+    task = np.mean([cross_entropy(kernels), cross_entropy(split(child)),
+                    cross_entropy(split(grandchild))])
+    parts = trainer.replicate_block(tf.constant(1, tf.int32)).numpy()
+    np.testing.assert_allclose(parts, [0.7 * rho + 0.3 * task, rho, task], rtol=1e-4)
+    self.assertNotAllClose(numpy_kernels(trainer.model)[0], kernels[0])  # it took the step
+
+  def test_train_only_keeps_the_other_weights_at_their_initial_values(self):
+    config = aux_train_config(method='replicate', optimizer='adam', num_steps=20,
+                              train_only='class_head', replication_weight=0.0, task_weight=1.0)
+    trainer = aux_lib.AuxTrainer(config, fake_mnist(config.model))
+    before = numpy_kernels(trainer.model)
+    trainer.replicate_block(tf.constant(20, tf.int32))
+    after = numpy_kernels(trainer.model)
+    for name, old, new in zip(trainer.model.weight_names(), before, after):
+      if name == 'class_head':
+        self.assertNotAllClose(old, new)
+      else:
+        self.assertAllEqual(old, new, msg=name)
+
+  def test_descendants_and_train_only_are_checked(self):
+    with self.assertRaisesRegex(ValueError, r'--descendants applies to --method=replicate, not '
+                                '--method=optimize'):
+      aux_train_config(descendants=2).validate()
+    with self.assertRaisesRegex(ValueError, r"--train_only='class_head,bias' must name weight "
+                                'tensors of this quine, comma-separated: hidden_1, hidden_2, '
+                                'weight_head, class_head'):
+      aux_train_config(method='replicate', train_only='class_head,bias').validate()
+    with self.assertRaisesRegex(ValueError, '--descendants=-1 must be >= 0'):
+      aux_train_config(method='replicate', descendants=-1).validate()
 
   def test_replicate_samples_coordinates_without_replacement(self):
     config = aux_train_config(method='replicate', optimizer='adam', coordinate_batch_size=20,

@@ -44,8 +44,8 @@ class TrainAuxCliTest(parameterized.TestCase):
       self.assertIn(line, text)
     self.assertNotIn('--solver_steps:', text)  # train_vanilla's
     self.assertIn('(short: 0.01)', text)  # --task_weight under the default preset
-    self.assertIn('--preset: <paper|replicate|short|tiny>: Named configuration (default: short)',
-                  text)
+    self.assertIn('--preset: <paper|replicate|lineage|lineage_saturated|short|tiny>: Named '
+                  'configuration (default: short)', text)
     self.assertIn('--method: <optimize|regenerate|alternate|replicate>:', text)
 
   def test_missing_mnist_with_nodownload_fails_fast_naming_where_it_looked(self):

@@ -25,6 +25,8 @@ test cross-entropy `l_task`, its sum over the test set `l_task_sum` and
 import numpy as np
 import tensorflow as tf
 
+from models import linearization
+from trainers import methods
 from trainers import plots
 from trainers import train_lib
 
@@ -53,6 +55,11 @@ class AuxTrainer(train_lib.QuineTrainer):
     self.replicate_block = tf.function(
         self._replicate_block, input_signature=[tf.TensorSpec([], tf.int32)])
     self.test_logits = tf.function(lambda: self.model.logits(self._test_images))
+    if config.descendants:
+      self._regenerate_all = linearization.make_forward(self.model, tf.float32)
+      self._kernels = linearization.kernel_split(self.model.architecture)
+    trained = methods.trained_names(config)  # --train_only (validated for 'replicate' only)
+    self._trained = [v for name, v in self.model.kernels().items() if name in trained]
 
   def _image_picks(self, size, seed):
     """`size` uniform training-image indices, a stateless function of `seed` [2]."""
@@ -114,19 +121,37 @@ class AuxTrainer(train_lib.QuineTrainer):
     images = train_lib.replica_share(global_images)
     labels = train_lib.replica_share(global_labels)
     sample_scale = self.num_weights / tf.cast(tf.shape(global_coordinates)[0], tf.float32)
+    num_replicas = tf.cast(self.strategy.num_replicas_in_sync, tf.float32)
+
+    def cross_entropy(kernels=None):
+      return train_lib.global_mean(
+          tf.nn.sparse_softmax_cross_entropy_with_logits(
+              labels=labels, logits=self.model.logits(images, kernels)),
+          tf.shape(global_labels)[0])
+
     with tf.GradientTape() as tape:
       theta = self.model.flatten()
-      errors = self.model.predict_weights(coordinates) - tf.gather(theta, coordinates)
-      # This replica's part of the unbiased estimate of L_SR; the parts sum to the estimate.
-      rho = tf.reduce_sum(tf.square(errors)) * sample_scale / tf.reduce_sum(tf.square(theta))
-      cross_entropy = train_lib.global_mean(
-          tf.nn.sparse_softmax_cross_entropy_with_logits(
-              labels=labels, logits=self.model.logits(images)),
-          tf.shape(global_labels)[0])
-      loss = self.config.replication_weight * rho + self.config.task_weight * cross_entropy
-    variables = self.model.quine_variables
+      task = cross_entropy()
+      if self.config.descendants:
+        # The lineage theta -> f_theta(C) -> ..., each generation over all N coordinates; rho is
+        # then exact (each replica holds 1 / replicas of it, as of the sampled estimate).
+        child = self._regenerate_all(theta)
+        rho = (tf.reduce_sum(tf.square(child - theta)) / tf.reduce_sum(tf.square(theta))
+               / num_replicas)
+        descendant = child
+        for generation in range(self.config.descendants):
+          if generation:
+            descendant = self._regenerate_all(descendant)
+          task += cross_entropy(self._kernels(descendant))
+        task /= self.config.descendants + 1
+      else:
+        errors = self.model.predict_weights(coordinates) - tf.gather(theta, coordinates)
+        # This replica's part of the unbiased estimate of L_SR; the parts sum to the estimate.
+        rho = tf.reduce_sum(tf.square(errors)) * sample_scale / tf.reduce_sum(tf.square(theta))
+      loss = self.config.replication_weight * rho + self.config.task_weight * task
+    variables = self._trained
     self.optimizer.apply(tape.gradient(loss, variables), variables)
-    return tf.stack([loss, rho, cross_entropy])
+    return tf.stack([loss, rho, task])
 
   def _replicate_block(self, num_steps):
     """num_steps 'replicate' steps; returns the mean (loss, rho estimate, CE)."""
@@ -172,6 +197,9 @@ class AuxTrainer(train_lib.QuineTrainer):
     return {'test_accuracy': float(np.mean(predicted == labels)),
             'l_task': float(cross_entropy.mean()),
             'l_task_sum': float(cross_entropy.sum())}
+
+  def task_data(self):
+    return self._test_images, self._test_labels
 
   def confusion_image(self):
     return {'confusion_matrix': plots.confusion_png(self.confusion)}

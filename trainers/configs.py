@@ -87,9 +87,10 @@ class TrainConfig:
       steps; the float32 rounding differs from the uncompiled graph (~1e-6 relative per step).
     max_weight_rms: weight RMS above which a run counts as diverged.
     plot_every: phases between predicted-vs-actual images in TensorBoard (0 = only at the end).
-    measure_stability: at the end of a vanilla run, measure the quine's stability as a fixed point
-      of regeneration (`models.stability`: spectrum of J, fertile generations, noise test) into
-      stability.json, TensorBoard and plots/spectrum.png.
+    measure_stability: at the end of a run, measure the quine's stability as a fixed point of
+      regeneration (`models.stability`: spectrum of J, fertile generations, noise test; for a
+      quine that classifies, the test accuracy of every generation too) into stability.json,
+      TensorBoard and plots/spectrum.png.
     num_steps: Adam steps of 'replicate' (also the length of its cosine learning-rate decay).
     image_batch_size: training images per step of 'replicate'.
     coordinate_batch_size: coordinates per step of 'replicate' in its unbiased estimate of L_SR
@@ -97,6 +98,12 @@ class TrainConfig:
     task_weight: lambda of L_aux = replication_weight * L_SR + lambda * L_task (auxiliary quines).
     replication_weight: weight of the replication loss; 0 gives the classifier-only baseline on
       the same network and data schedule (auxiliary quines).
+    descendants: K of 'replicate': the cross-entropy is the mean over the quine and its next K
+      descendants (the child f_theta(C), the grandchild, ...; computed over all N coordinates and
+      differentiated through), so that the lineage, not only the quine, is trained to classify.
+      With K > 0, rho is computed exactly over all N coordinates (the child is there anyway).
+    train_only: 'replicate' trains only these weight tensors (comma-separated canonical names,
+      e.g. 'class_head' for the random-features control); '' trains all of theta.
     solver_steps: Levenberg-Marquardt iterations of 'fixed_point' (one phase each).
     lineage_generations: K of 'fixed_point': with K > 1, once the quine stage has run (at most
       `fixed_point.SolverConfig.quine_steps` iterations), the solver minimises the differences
@@ -135,6 +142,14 @@ class TrainConfig:
   replication_weight: float = _flag(
       1.0, 'Weight of L_SR in the loss (0 = classifier-only baseline).',
       checks=(_FINITE, _NON_NEGATIVE), binaries=('auxiliary',))
+  descendants: int = _flag(
+      0, '--method=replicate: average the cross-entropy over the quine and its next K '
+      'descendants (its child f_theta(C), grandchild, ...), so that they classify too.',
+      checks=(_NON_NEGATIVE,), binaries=('auxiliary',))
+  train_only: str = _flag(
+      '', '--method=replicate: comma-separated weight tensors to train, the others stay at '
+      'their initial values (class_head: the random-features control); empty = all.',
+      binaries=('auxiliary',))
   solver_steps: int = _flag(80, 'Levenberg-Marquardt iterations of --method=fixed_point.',
                             checks=(_NON_NEGATIVE,), binaries=('vanilla',))
   lineage_generations: int = _flag(
@@ -180,6 +195,9 @@ class TrainConfig:
     if self.batch_size > self.model.num_weights:
       raise ValueError(f'--batch_size={self.batch_size} exceeds the number of weights '
                        f'N={self.model.num_weights}')
+    if (self.descendants or self.train_only) and 'replicate' not in method.phases:
+      flag = '--descendants' if self.descendants else '--train_only'
+      raise ValueError(f'{flag} applies to --method=replicate, not --method={self.method}')
     method.validate(self)
     phases = (method.length or (lambda c: len(method.schedule(c))))(self)
     if phases > MAX_PHASES:
@@ -253,6 +271,28 @@ AUX_PRESETS = {
     # coordinates, loss rho + lambda * cross-entropy.
     'replicate': TrainConfig(model=_AUX_MODEL, method='replicate', optimizer='adam',
                              learning_rate=3e-3, task_weight=1.0, plot_every=10),
+    # Not in the paper: the fertile family (the vanilla 'stable' preset's one standardised ReLU
+    # layer and tanh weight head) with an image input, 71 coordinate + 71 image units, N =
+    # 21,726; Adam 3e-3 on rho + lambda * (cross-entropy of the quine and of its next 4
+    # descendants), 3,000 steps. docs/FERTILE_AUX.md: its lineage still falls to a blank
+    # attractor.
+    'lineage': TrainConfig(
+        model=ModelConfig(kind='auxiliary', width=142, coordinate_units=71, num_hidden=1,
+                          activation='relu', output_activation='tanh',
+                          kernel_norm='standardise', gain=0.7),
+        method='replicate', optimizer='adam', learning_rate=3e-3, task_weight=0.05,
+        descendants=4, num_steps=3000, steps_per_loop=250, plot_every=4),
+    # The same, with the weight head deep in tanh saturation (the coordinate projection's std 1,
+    # gain 1: |h @ weight_head| of several units), where a printed weight is nearly its sign and
+    # J = diag(1 - tanh^2) dz/dtheta is small wherever the margin is; image projection std 0.1
+    # and temperature 10 keep the class head's logits in range.
+    'lineage_saturated': TrainConfig(
+        model=ModelConfig(kind='auxiliary', width=142, coordinate_units=71, num_hidden=1,
+                          activation='relu', output_activation='tanh',
+                          kernel_norm='standardise', gain=1.0, projection_std=1.0,
+                          image_projection_std=0.1, temperature=10.0),
+        method='replicate', optimizer='adam', learning_rate=3e-3, task_weight=0.05,
+        descendants=4, num_steps=3000, steps_per_loop=250, plot_every=4),
     # The same network and schedule, 5 epochs: the README's main job, a few minutes on a CPU.
     'short': TrainConfig(model=_AUX_MODEL, num_epochs=5),
     # For tests: width 8 (4 + 4 input units), 16-pixel images, 3 classes, N = 2*64 + 8 + 24 = 160.

@@ -20,6 +20,7 @@ from typing import Callable
 
 import keras
 
+from models.architecture import Architecture
 from trainers import fixed_point
 
 # Phase kinds that advance the records' 'epoch' and 'generation' counters.
@@ -191,10 +192,25 @@ def _setup_solver(trainer):
   trainer.checkpoint.solver = trainer.solver
 
 
+def trained_names(config):
+  """The weight tensors that --train_only names (all of them when it is empty), in canonical
+  order; ValueError naming the flag for an unknown name."""
+  names_ = Architecture(config.model).weight_names
+  if not config.train_only:
+    return names_
+  asked = [name.strip() for name in config.train_only.split(',')]
+  unknown = [name for name in asked if name not in names_]
+  if unknown or not asked:
+    raise ValueError(f'--train_only={config.train_only!r} must name weight tensors of this '
+                     f'quine, comma-separated: {", ".join(names_)}')
+  return [name for name in names_ if name in asked]
+
+
 def _validate_replicate(config):
   _positive(config, 'num_steps', 'image_batch_size')
   if config.coordinate_batch_size < 0:
     raise ValueError(f'--coordinate_batch_size={config.coordinate_batch_size} must be >= 0')
+  trained_names(config)
 
 
 def _cosine_optimizer(config):

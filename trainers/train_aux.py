@@ -12,10 +12,15 @@ Examples (from the repository root, with the virtual environment set up as the R
   # Adam, 40,000 steps; ~4 min on one core). --task_weight trades replication for accuracy.
   python trainers/train_aux.py --workdir=runs/replicate --preset=replicate --task_weight=1
 
+  # Not in the paper: the fertile family with an image input, trained so that its next four
+  # descendants classify too (~3 min); the stability report at the end follows 300 generations.
+  # docs/FERTILE_AUX.md: the descendants still lose the task (experiments/fertile_frontier.py).
+  python trainers/train_aux.py --workdir=runs/lineage --preset=lineage
+
   tensorboard --logdir=runs
 
 Rerunning a command resumes its workdir. Presets: short (default, 5 epochs), paper, replicate,
-tiny.
+lineage, lineage_saturated, tiny.
 """
 
 import os

@@ -18,6 +18,7 @@ replication pass, and only the chief writes checkpoints, metrics and summaries.
 
 import json
 import logging as std_logging
+import math
 import os
 import tempfile
 import time
@@ -239,6 +240,10 @@ class QuineTrainer:
     """Task metrics added to every record (none for a vanilla quine)."""
     return {}
 
+  def task_data(self):
+    """(test images, labels) on which the stability report measures accuracy, or (None, None)."""
+    return None, None
+
   # ----------------------------------------------------------------------------- epochs
 
   def epoch_order(self, phase):
@@ -327,6 +332,14 @@ class _Summaries:
         tf.summary.scalar(f'stability/{key}', float(result[key]))
       tf.summary.scalar('stability/noise_returned', float(result['noise']['returned']))
       tf.summary.image('spectrum', plots.png_to_summary_image(png))
+    # A classifying quine's descendants, one step per generation (0: the quine itself).
+    traced = result.get('trajectory', {})
+    with self._writer.as_default():
+      for generation, (rho, accuracy) in enumerate(zip(traced.get('rhos', []),
+                                                       traced.get('accuracies', []))):
+        tf.summary.scalar('lineage/test_accuracy', accuracy, step=generation)
+        if rho is not None and math.isfinite(rho):
+          tf.summary.scalar('lineage/rho', rho, step=generation)
     self._writer.flush()
 
 
@@ -431,8 +444,8 @@ def train(trainer, workdir, config_dict, overwrite=False, extra_images_fn=None, 
     if out:
       title = config.method + (f' ({config.optimizer})' if trainer.method.uses_optimizer else '')
       out.final_plots(record, theta, predictions, title)
-      if config.measure_stability and not config.model.classifies:
-        out.stability(trainer.model, last_phase)
+      if config.measure_stability:
+        out.stability(trainer.model, last_phase, *trainer.task_data())
   if not chief:
     tf.io.gfile.rmtree(manager.directory)
   return record
@@ -460,9 +473,10 @@ class _Outputs:
     png = self._plot(record, theta, predictions) if plot else None
     self._summaries.write(record, theta, predictions, png, extra)
 
-  def stability(self, model, phase):
+  def stability(self, model, phase, images=None, labels=None):
     """The quine's stability at the end of the run (measured once per final phase).
 
+    With test images (a quine that classifies) the report adds the accuracy of every generation.
     Written to stability.json, TensorBoard (scalars stability/..., image spectrum) and
     plots/spectrum.png; a rerun of a finished run reads it back instead of measuring again.
     """
@@ -475,7 +489,7 @@ class _Outputs:
           result = {}
       if result.get('phase') == phase:
         return result
-    result = dict(stability_lib.analyse(model), phase=phase)
+    result = dict(stability_lib.analyse(model, images=images, labels=labels), phase=phase)
     formats.write_json_atomic(path, result)
     png = plots.spectrum_png(result, title=f'phase {phase}')
     plots.write_png(os.path.join(self._plot_dir, 'spectrum.png'), png)
