@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
@@ -22,6 +23,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
+from conftest import command_line
 from conftest import import_binary
 from conftest import numpy_predict_weights
 from conftest import tiny_model_config
@@ -35,6 +37,7 @@ from benchmarks import torch_baseline  # pylint: disable=g-import-not-at-top
 
 run = import_binary('benchmarks.run')
 slim_export = import_binary('benchmarks.slim_export')
+evolve_generation = import_binary('benchmarks.evolve_generation')
 
 _FIELDS = ('case', 'impl', 'seconds', 'ratio_to_baseline', 'fraction_of_matmul_peak',
            'peak_rss_mb', 'throughput', 'gflops', 'repeats_s')
@@ -201,6 +204,21 @@ class SlimExportTest(absltest.TestCase):
       self.assertGreater(row['weights.safetensors'], 0)
       self.assertGreater(row['saved_model_seconds'], 0)
       self.assertGreater(row['onnxruntime_seconds'], 0)
+
+
+class EvolveGenerationTest(absltest.TestCase):
+
+  def test_a_generation_of_tiny_quines_is_timed_against_the_matmul(self):
+    output = os.path.join(self.create_tempdir().full_path, 'generation.json')
+    with command_line(evolve_generation, '--preset=tiny', '--population=4', '--repeats=1',
+                      '--num_validation=20', f'--output={output}') as argv, \
+         mock.patch('builtins.print'):
+      evolve_generation.main(argv)
+    with open(output) as f:
+      result = json.load(f)
+    self.assertEqual((result['population'], result['num_weights']), (4, 160))
+    self.assertGreater(result['seconds_per_generation'], 0)
+    self.assertGreater(result['fraction_of_matmul_rate'], 0)
 
 
 if __name__ == '__main__':

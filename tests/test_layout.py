@@ -22,7 +22,7 @@ _ALLOWED = {
     'trainers': {'formats', 'models', 'export', 'trainers'},
     'experiments': {'formats', 'models', 'export', 'trainers', 'experiments'},
     'scripts': {'formats', 'models', 'export', 'trainers', 'experiments'},
-    'benchmarks': {'formats', 'models', 'export', 'trainers', 'benchmarks'},
+    'benchmarks': {'formats', 'models', 'export', 'trainers', 'experiments', 'benchmarks'},
 }
 _WINGS = set(_ALLOWED)
 

@@ -1,0 +1,178 @@
+"""Tests of the evolution engine (experiments/evolve_lib.py) and its binary, on tiny quines."""
+
+import dataclasses
+import json
+import os
+from unittest import mock
+
+from absl.testing import absltest
+import numpy as np
+import tensorflow as tf
+
+from conftest import command_line
+from conftest import fake_mnist
+from conftest import import_binary
+from conftest import tiny_aux_config
+from experiments import evolve_lib
+from export import dump as dump_lib
+from models import stability
+from models.quine import build_quine
+from trainers import configs
+
+evolve = import_binary('experiments.evolve')
+
+
+def _models(config, count):
+  return [build_quine(dataclasses.replace(config, init_seed=k)) for k in range(count)]
+
+
+class PopulationTest(tf.test.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.config = tiny_aux_config()
+    self.data = fake_mnist(self.config, num_train=40, num_test=30)
+    self.models = _models(self.config, 3)
+    self.thetas = np.stack([m.flatten().numpy() for m in self.models])
+
+  def test_batched_regeneration_is_each_quines_own(self):
+    population = evolve_lib.Population(self.models[0], self.data.test_images,
+                                       self.data.test_labels, chunk=7)
+    batched = population.regenerate(tf.constant(self.thetas)).numpy()
+    for k, model in enumerate(self.models):
+      own = model.predict_weights(tf.range(model.num_weights)).numpy()
+      self.assertAllClose(batched[k], own, rtol=1e-5, atol=1e-6)
+
+  def test_batched_fitness_is_each_quines_accuracy(self):
+    population = evolve_lib.Population(self.models[0], self.data.test_images,
+                                       self.data.test_labels, chunk=64)
+    fitness = population.fitness(tf.constant(self.thetas)).numpy()
+    for k, model in enumerate(self.models):
+      accuracy = stability.accuracy_fn(model, self.data.test_images, self.data.test_labels)
+      self.assertAlmostEqual(fitness[k], accuracy(self.thetas[k]), places=6)
+
+  def test_a_standardised_population_matches_too(self):
+    config = dataclasses.replace(self.config, kernel_norm='standardise', gain=0.7,
+                                 output_activation='tanh')
+    models = _models(config, 2)
+    thetas = np.stack([m.flatten().numpy() for m in models])
+    population = evolve_lib.Population(models[0], self.data.test_images, self.data.test_labels,
+                                       chunk=100)
+    batched = population.regenerate(tf.constant(thetas)).numpy()
+    for k, model in enumerate(models):
+      self.assertAllClose(batched[k], model.predict_weights(tf.range(model.num_weights)),
+                          rtol=1e-5, atol=1e-6)
+
+
+class OperatorsTest(tf.test.TestCase):
+
+  def test_mutation_has_the_relative_size_asked(self):
+    children = tf.constant(np.random.default_rng(0).normal(size=(4, 50)), tf.float32)
+    mutated = evolve_lib.mutate(children, 0.05, tf.constant([1, 2], tf.int64))
+    sizes = tf.norm(mutated - children, axis=1) / tf.norm(children, axis=1)
+    self.assertAllClose(sizes, [0.05] * 4, rtol=1e-4)
+    again = evolve_lib.mutate(children, 0.05, tf.constant([1, 2], tf.int64))
+    self.assertAllEqual(mutated, again)  # stateless: a resumed run draws the same
+
+  def test_tournaments_pick_the_fittest_quine_and_the_control_a_random_one(self):
+    fitness = tf.constant([0.9, 0.1, 0.5, 0.3, 0.99])
+    quine = tf.constant([True, True, True, True, False])  # the fittest is no quine
+    selected, control = evolve_lib.tournaments(fitness, quine, 3, tf.constant([0, 1], tf.int64))
+    self.assertNotIn(4, selected.numpy())
+    self.assertNotIn(4, control.numpy())
+    # Each winner is at least as fit as the control's pick from the same tournament.
+    self.assertTrue(np.all(tf.gather(fitness, selected) >= tf.gather(fitness, control)))
+    many, _ = evolve_lib.tournaments(tf.random.uniform([200]), tf.ones([200], tf.bool), 4,
+                                     tf.constant([3, 4], tf.int64))
+    self.assertGreater(np.mean(many.numpy() >= 0), 0)  # indices, in range
+    self.assertLess(int(tf.reduce_max(many)), 200)
+
+  def test_heritability_is_the_slope_with_its_interval(self):
+    rng = np.random.default_rng(0)
+    parents = rng.uniform(size=400)
+    children = 0.5 * parents + rng.normal(scale=0.05, size=400)
+    h = evolve_lib.heritability(parents, children)
+    self.assertAlmostEqual(h['slope'], 0.5, delta=0.03)
+    self.assertLess(h['low'], h['slope'])
+    self.assertGreater(h['high'], h['slope'])
+    self.assertLess(h['high'] - h['low'], 0.05)
+    self.assertIsNone(evolve_lib.heritability([0.3] * 5, parents[:5])['slope'])
+
+  def test_diversity_counts_distinct_individuals(self):
+    a = np.ones(10)
+    population = np.stack([a, a * 1.0001, -a, a * 3])
+    mean, count = evolve_lib.diversity(population, 1e-2)
+    self.assertEqual(count, 3)
+    self.assertGreater(mean, 0)
+
+
+class EvolveBinaryTest(absltest.TestCase):
+
+  def _run(self, workdir, *args):
+    data = fake_mnist(configs.AUX_PRESETS['tiny'].model, num_train=300, num_test=10,
+                      separable=True)
+    with mock.patch('trainers.data.load_mnist', return_value=data), \
+         mock.patch('trainers.data.check_fits_mnist'), mock.patch('builtins.print'):
+      with command_line(evolve, f'--workdir={workdir}', '--preset=tiny', '--population=6',
+                        '--num_validation=100', '--num_exports=1', '--initial_development=20',
+                        *args) as argv:
+        evolve.main(argv)
+
+  def test_a_run_writes_both_arms_resumes_and_exports_dumps(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    self._run(workdir, '--generations=1')
+    # As a run killed while it wrote generation 2 leaves it: a line cut short.
+    with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
+      f.write('{"generation": 2, "arm": "sel')
+    self._run(workdir, '--generations=3')  # resumes after generation 1
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      records = [json.loads(line) for line in f]
+    self.assertEqual([(r['generation'], r['arm']) for r in records],
+                     [(g, arm) for g in range(4) for arm in evolve_lib.ARMS])
+    self.assertEqual(records[0]['fitness_mean'], records[1]['fitness_mean'])  # same generation 0
+    for r in records[2:]:
+      self.assertIn('heritability', r)
+      self.assertBetween(r['quine_share'], 0.0, 1.0)
+    for name in ('selection-g0-0', 'selection-g0-best', 'control-g3-best', 'selection-g3-0'):
+      dump = dump_lib.read_dump(os.path.join(workdir, 'exports', name, '1'))
+      self.assertTrue(dump.classifies)
+    for name in ('fitness', 'heritability', 'phylogeny'):
+      self.assertTrue(os.path.exists(os.path.join(workdir, 'plots', f'{name}.png')))
+    with open(os.path.join(workdir, 'population.json')) as f:
+      population = json.load(f)
+    self.assertEqual(population['tensors']['selection/theta'],
+                     [6, configs.AUX_PRESETS['tiny'].model.num_weights])
+    with open(os.path.join(workdir, 'summary.json')) as f:
+      summary = json.load(f)
+    self.assertBetween(summary['final_test_accuracy']['selection']['mean'], 0.0, 1.0)
+    self.assertIn('slope', summary['pooled_heritability']['control'])
+    with np.load(os.path.join(workdir, 'checkpoint.npz')) as checkpoint:
+      self.assertEqual(int(checkpoint['generation']), 3)
+      self.assertEqual(checkpoint['history/control/parents'].shape, (3, 6))
+
+  def test_a_workdir_of_another_run_is_refused(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    self._run(workdir, '--generations=0')
+    with self.assertRaises(SystemExit) as exited:
+      self._run(workdir, '--generations=0', '--mutation=0.2')
+    self.assertIn('holds another run (its config.json differs); use another --workdir (only '
+                  '--generations may change)', exited.exception.code)
+
+  def test_bad_flags_are_one_line_before_any_work(self):
+    workdir = self.create_tempdir().full_path
+    for args, message in [
+        (('--tournament=1',), '--tournament=1 must be >= 2'),
+        (('--mutation=-0.1',), '--mutation=-0.1 must be a finite number >= 0'),
+        (('--ancestor=stable_w142',), 'does not classify'),
+    ]:
+      with mock.patch('trainers.data.load_mnist') as load:
+        with self.assertRaises(SystemExit) as exited:
+          with command_line(evolve, f'--workdir={workdir}', *args) as argv:
+            evolve.main(argv)
+      self.assertIn(message, exited.exception.code)
+      self.assertLen(exited.exception.code.splitlines(), 1)
+      load.assert_not_called()
+
+
+if __name__ == '__main__':
+  absltest.main()
