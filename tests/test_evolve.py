@@ -7,6 +7,7 @@ from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from conftest import command_line
@@ -118,6 +119,7 @@ class EvolveBinaryTest(absltest.TestCase):
                         *args) as argv:
         evolve.main(argv)
 
+  @pytest.mark.slow  # exports 8 tiny SavedModels and ONNX graphs (~6 s)
   def test_a_run_writes_both_arms_resumes_and_exports_dumps(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
     self._run(workdir, '--generations=1')
@@ -152,7 +154,10 @@ class EvolveBinaryTest(absltest.TestCase):
 
   def test_a_workdir_of_another_run_is_refused(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
-    self._run(workdir, '--generations=0')
+    with mock.patch.object(evolve, '_export'):  # the slow test above covers the exports
+      self._run(workdir, '--generations=1')
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      self.assertLen(f.readlines(), 4)  # generations 0 and 1, both arms
     with self.assertRaises(SystemExit) as exited:
       self._run(workdir, '--generations=0', '--mutation=0.2')
     self.assertIn('holds another run (its config.json differs); use another --workdir (only '
