@@ -79,7 +79,8 @@ def unfold_standardised(model, kernels, gain):
     if not folded:
       raise ValueError(f'the ONNX graph holds no folded standardisation of {name!r}')
     out = folded[0].name
-    graph.initializer.remove(folded[0])
+    for init in folded:
+      graph.initializer.remove(init)
     graph.initializer.append(numpy_helper.from_array(kernel, name))
     graph.initializer.append(numpy_helper.from_array(scale, f'{name}/scale'))
     nodes += [
@@ -88,6 +89,10 @@ def unfold_standardised(model, kernels, gain):
         onnx.helper.make_node('Sqrt', [f'{name}/mean'], [f'{name}/rms']),
         onnx.helper.make_node('Mul', [name, f'{name}/scale'], [f'{name}/scaled']),
         onnx.helper.make_node('Div', [f'{name}/scaled', f'{name}/rms'], [out])]
+    # An auxiliary quine standardises a kernel on both of its paths (weights and classes), and
+    # tf2onnx folds each into a copy of its own: every copy becomes the one computed from the
+    # kernel, or a child's graph would keep its parent's.
+    nodes += [onnx.helper.make_node('Identity', [out], [init.name]) for init in folded[1:]]
   for node in reversed(nodes):  # before every node that reads them
     graph.node.insert(0, node)
   return model

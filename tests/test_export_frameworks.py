@@ -11,8 +11,12 @@ import onnx
 import tensorflow as tf
 import torch
 
+from conftest import coordinate_rows
+from conftest import image_rows
+from conftest import numpy_heads
 from conftest import numpy_kernels
 from conftest import numpy_predict_weights
+from conftest import tiny_aux_config
 from export import dump as dump_lib
 from export import frameworks
 from export import manifest as manifest_lib
@@ -138,6 +142,35 @@ class StandardisedExportTest(tf.test.TestCase):
     self.assertAllClose(got, want, rtol=0, atol=1e-6)
     self.assertIn('standardise(hidden_1)', ' '.join(dump.manifest['architecture']
                                                     ['predict_weights']))
+
+  def test_a_standardised_auxiliary_quines_child_runs_in_its_parents_graph(self):
+    # Its kernels are standardised on both paths (weights and classes): tf2onnx folds each into a
+    # constant, and every one must follow the child's weights.
+    import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+    config = tiny_aux_config(kernel_norm='standardise', gain=0.7, output_activation='tanh')
+    base = self.create_tempdir().full_path
+    model = testing.make_workdir(os.path.join(base, 'run'), config)
+    dump = dump_lib.read_dump(exporter.export_workdir(os.path.join(base, 'run'),
+                                                         os.path.join(base, 'x'), 'aux'))
+    rng = np.random.default_rng(0)
+    child = {name: (value * (1 + 0.1 * rng.standard_normal(value.shape))).astype(np.float32)
+             for name, value in dump.weights.items()}
+    with open(dump.onnx_path, 'rb') as f:
+      session = ort.InferenceSession(onnx_graph.with_weights(f.read(), child),
+                                     providers=['CPUExecutionProvider'])
+    coordinates = np.arange(model.num_weights)
+    images = rng.random((7, config.image_size), dtype=np.float32)
+    got_weights, got_logits = session.run(
+        [manifest_lib.ONNX_PREDICTED_WEIGHTS, manifest_lib.ONNX_LOGITS],
+        {manifest_lib.ONNX_COORDINATES: coordinates, manifest_lib.ONNX_IMAGES: images})
+    kernels = [child[name] for name, _ in model.architecture.weights]
+    width, units = config.width, config.coordinate_units
+    want_weights, _ = numpy_heads(config, kernels, np.concatenate(
+        [coordinate_rows(config, coordinates), np.zeros((len(coordinates), width - units))], 1))
+    _, want_logits = numpy_heads(config, kernels, np.concatenate(
+        [np.zeros((7, units)), image_rows(config, images)], 1))
+    self.assertAllClose(got_weights, want_weights, rtol=0, atol=1e-5)
+    self.assertAllClose(got_logits, want_logits, rtol=1e-4, atol=1e-3)
 
 
 if __name__ == '__main__':
