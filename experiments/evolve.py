@@ -201,114 +201,36 @@ def _export(model_config, workdir, arm, generation, adults, fitness, count, seed
                                              'fitness': float(fitness[index])}})
 
 
-def main(argv):
-  if len(argv) > 1:
-    _fail(f'unexpected arguments {argv[1:]}')
-  if not _WORKDIR.value:
-    _fail('--workdir is required (the folder of the run)')
-  try:
-    config = _config()
-    model_config, ancestor = _model_config()
-  except ValueError as e:  # zoo.PretrainedError too
-    _fail(e)
-  workdir = _WORKDIR.value
-  try:
-    formats.check_writable(workdir)
-  except formats.FormatError as e:
-    _fail(f'--workdir={workdir}: {str(e).partition(": ")[2]}')
-  # TensorFlow only now that the command line is known to be good.
+def _records_until(metrics_path, generation):
+  """The metrics lines up to `generation` (a line cut by a kill comes after it: dropped)."""
+  records = []
+  with open(metrics_path) as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        pass
+  return [r for r in records if r['generation'] <= generation]
+
+
+def _summaries(writer, lines, generation):
+  """One generation's records as TensorBoard scalars <arm>/<metric>."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with writer.as_default(step=generation):
+    for record in lines:
+      arm = record['arm']
+      for key in ('fitness_mean', 'fitness_best', 'fitness_std', 'quine_share', 'diversity',
+                  'attractors'):
+        tf.summary.scalar(f'{arm}/{key}', record[key])
+      if record['heritability']['slope'] is not None:
+        tf.summary.scalar(f'{arm}/heritability', record['heritability']['slope'])
+
+
+def _finish(workdir, model, model_config, config, data, state, history, records):
+  """The last generation's exports, its test accuracy, summary.json, the population and plots."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from experiments import evolve_lib  # pylint: disable=g-import-not-at-top
-  from models.quine import build_quine  # pylint: disable=g-import-not-at-top
-  from trainers import data as data_lib  # pylint: disable=g-import-not-at-top
-
-  run_config = {'evolve': dataclasses.asdict(config), 'model': model_config.to_dict(),
-                'ancestor': _ANCESTOR.value}
-  os.makedirs(workdir, exist_ok=True)
-  config_path = os.path.join(workdir, formats.CONFIG_FILE)
-  if os.path.exists(config_path):
-    with open(config_path) as f:
-      held = json.load(f)
-    if _resumable(held) != _resumable(run_config):
-      _fail(f'{workdir} holds another run (its {formats.CONFIG_FILE} differs); use another '
-            '--workdir (only --generations may change)')
-  formats.write_json_atomic(config_path, run_config, sort_keys=True)
-  try:
-    data = data_lib.load_mnist(_DATA_DIR.value)
-  except data_lib.DataError as e:
-    _fail(e)
-  if not 0 < config.num_validation < len(data.train_labels):
-    _fail(f'--num_validation={config.num_validation} must be below the '
-          f'{len(data.train_labels)} training images')
-  images = data.train_images[-config.num_validation:]
-  labels = data.train_labels[-config.num_validation:]
-  model = build_quine(model_config)
-  engine = evolve_lib.Engine(model, config, images, labels)
   arms = evolve_lib.ARMS
-
-  metrics_path = os.path.join(workdir, formats.METRICS_FILE)
-  if os.path.exists(os.path.join(workdir, CHECKPOINT)):
-    start, state, history = _load_checkpoint(workdir, arms)
-    records = []
-    with open(metrics_path) as f:
-      for line in f:
-        try:  # a line cut by a kill is dropped; its generation is after the checkpoint
-          records.append(json.loads(line))
-        except json.JSONDecodeError:
-          pass
-    records = [r for r in records if r['generation'] <= start]
-    print(f'resuming after generation {start}', flush=True)
-  else:
-    if ancestor is not None:
-      copies = evolve_lib.mutate(tf.constant(np.tile(ancestor, (config.population, 1))),
-                                 config.mutation, tf.constant([config.seed, -1], tf.int64))
-      initial = engine.develop(copies, config.initial_development).numpy()
-    else:
-      initial = engine.initial(model_config)
-    assessed = tuple(x.numpy() for x in engine.assess(initial))
-    state = {arm: (initial, *assessed) for arm in arms}
-    start, records = 0, []
-    history = {}
-    for arm in arms:
-      history[f'history/{arm}/fitness'] = [state[arm][3]]
-      history[f'history/{arm}/parents'] = []
-      records.append(evolve_lib.arm_record(arm, 0, state[arm], None, None, config.distinct))
-      _export(model_config, workdir, arm, 0, state[arm][0], state[arm][3], _NUM_EXPORTS.value,
-              config.seed)
-    _save_checkpoint(workdir, 0, state, history)
-  formats.write_atomic(metrics_path, ''.join(formats.to_json(r) + '\n' for r in records))
-
-  writer = tf.summary.create_file_writer(os.path.join(workdir, formats.TENSORBOARD_DIR))
-  for generation in range(start, config.generations):
-    began = time.perf_counter()
-    previous = {arm: state[arm][3] for arm in arms}
-    state, parents = engine.step(state, generation)
-    seconds = time.perf_counter() - began
-    lines = []
-    for arm in arms:
-      history[f'history/{arm}/fitness'].append(state[arm][3])
-      history[f'history/{arm}/parents'].append(parents[arm])
-      record = evolve_lib.arm_record(arm, generation + 1, state[arm], parents[arm],
-                                     previous[arm], config.distinct)
-      record['seconds'] = seconds
-      lines.append(record)
-      with writer.as_default(step=generation + 1):
-        for key in ('fitness_mean', 'fitness_best', 'fitness_std', 'quine_share', 'diversity',
-                    'attractors'):
-          tf.summary.scalar(f'{arm}/{key}', record[key])
-        if record['heritability']['slope'] is not None:
-          tf.summary.scalar(f'{arm}/heritability', record['heritability']['slope'])
-    records += lines
-    # The lines first: a run killed before the checkpoint redoes this generation and rewrites
-    # them; killed after, it resumes from here.
-    with open(metrics_path, 'a') as f:
-      f.writelines(formats.to_json(r) + '\n' for r in lines)
-    _save_checkpoint(workdir, generation + 1, state, history)
-    print(f'generation {generation + 1}/{config.generations} ({seconds:.1f}s): ' + '; '.join(
-        f'{r["arm"]} mean {r["fitness_mean"]:.2%} best {r["fitness_best"]:.2%} quines '
-        f'{r["quine_share"]:.0%} attractors {r["attractors"]}' for r in lines), flush=True)
-  writer.flush()
-
   last = config.generations
   for arm in arms:
     _export(model_config, workdir, arm, last, state[arm][0], state[arm][3], _NUM_EXPORTS.value,
@@ -348,6 +270,108 @@ def main(argv):
           f'(n = {h["n"]})')
   print(f'Wrote {workdir}/{{metrics.jsonl, summary.json, plots/, exports/, '
         'population.safetensors}')
+
+def main(argv):
+  if len(argv) > 1:
+    _fail(f'unexpected arguments {argv[1:]}')
+  if not _WORKDIR.value:
+    _fail('--workdir is required (the folder of the run)')
+  try:
+    config = _config()
+    model_config, ancestor = _model_config()
+  except ValueError as e:  # zoo.PretrainedError too
+    _fail(e)
+  workdir = _WORKDIR.value
+  try:
+    formats.check_writable(workdir)
+  except formats.FormatError as e:
+    _fail(f'--workdir={workdir}: {str(e).partition(": ")[2]}')
+  # TensorFlow only now that the command line is known to be good.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from experiments import evolve_lib  # pylint: disable=g-import-not-at-top
+  from models.quine import build_quine  # pylint: disable=g-import-not-at-top
+  from trainers import data as data_lib  # pylint: disable=g-import-not-at-top
+  from trainers import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  run_config = {'evolve': dataclasses.asdict(config), 'model': model_config.to_dict(),
+                'ancestor': _ANCESTOR.value}
+  os.makedirs(workdir, exist_ok=True)
+  config_path = os.path.join(workdir, formats.CONFIG_FILE)
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      held = json.load(f)
+    if _resumable(held) != _resumable(run_config):
+      _fail(f'{workdir} holds another run (its {formats.CONFIG_FILE} differs); use another '
+            '--workdir (only --generations may change)')
+  formats.write_json_atomic(config_path, run_config, sort_keys=True)
+  try:
+    data = data_lib.load_mnist(_DATA_DIR.value)
+  except data_lib.DataError as e:
+    _fail(e)
+  if not 0 < config.num_validation < len(data.train_labels):
+    _fail(f'--num_validation={config.num_validation} must be below the '
+          f'{len(data.train_labels)} training images')
+  images = data.train_images[-config.num_validation:]
+  labels = data.train_labels[-config.num_validation:]
+  model = build_quine(model_config)
+  engine = evolve_lib.Engine(model, config, images, labels)
+  arms = evolve_lib.ARMS
+
+  metrics_path = os.path.join(workdir, formats.METRICS_FILE)
+  if os.path.exists(os.path.join(workdir, CHECKPOINT)):
+    start, state, history = _load_checkpoint(workdir, arms)
+    records = _records_until(metrics_path, start)
+    print(f'resuming after generation {start}', flush=True)
+  else:
+    if ancestor is not None:
+      copies = evolve_lib.mutate(tf.constant(np.tile(ancestor, (config.population, 1))),
+                                 config.mutation, tf.constant([config.seed, -1], tf.int64))
+      initial = engine.develop(copies, config.initial_development).numpy()
+    else:
+      initial = engine.initial(model_config)
+    assessed = tuple(x.numpy() for x in engine.assess(initial))
+    state = {arm: (initial, *assessed) for arm in arms}
+    start, records = 0, []
+    history = {}
+    for arm in arms:
+      history[f'history/{arm}/fitness'] = [state[arm][3]]
+      history[f'history/{arm}/parents'] = []
+      records.append(evolve_lib.arm_record(arm, 0, state[arm], None, None, config.distinct))
+      _export(model_config, workdir, arm, 0, state[arm][0], state[arm][3], _NUM_EXPORTS.value,
+              config.seed)
+    _save_checkpoint(workdir, 0, state, history)
+  formats.write_atomic(metrics_path, ''.join(formats.to_json(r) + '\n' for r in records))
+
+  # Scalars of generations after the checkpoint (a run killed in between) would show twice.
+  workdir_lib.truncate_tensorboard(workdir, start)
+  writer = tf.summary.create_file_writer(os.path.join(workdir, formats.TENSORBOARD_DIR))
+  for generation in range(start, config.generations):
+    began = time.perf_counter()
+    previous = {arm: state[arm][3] for arm in arms}
+    state, parents = engine.step(state, generation)
+    seconds = time.perf_counter() - began
+    lines = []
+    for arm in arms:
+      history[f'history/{arm}/fitness'].append(state[arm][3])
+      history[f'history/{arm}/parents'].append(parents[arm])
+      record = evolve_lib.arm_record(arm, generation + 1, state[arm], parents[arm],
+                                     previous[arm], config.distinct)
+      record['seconds'] = seconds
+      lines.append(record)
+    _summaries(writer, lines, generation + 1)
+    records += lines
+    # The lines first: a run killed before the checkpoint redoes this generation and rewrites
+    # them; killed after, it resumes from here.
+    with open(metrics_path, 'a') as f:
+      f.writelines(formats.to_json(r) + '\n' for r in lines)
+    _save_checkpoint(workdir, generation + 1, state, history)
+    print(f'generation {generation + 1}/{config.generations} ({seconds:.1f}s): ' + '; '.join(
+        f'{r["arm"]} mean {r["fitness_mean"]:.2%} best {r["fitness_best"]:.2%} quines '
+        f'{r["quine_share"]:.0%} attractors {r["attractors"]}' for r in lines), flush=True)
+  writer.flush()
+
+  _finish(workdir, model, model_config, config, data, state, history, records)
+
 
 
 if __name__ == '__main__':

@@ -9,6 +9,7 @@ from absl.testing import absltest
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
 
 from conftest import command_line
 from conftest import fake_mnist
@@ -144,6 +145,10 @@ class EvolveBinaryTest(absltest.TestCase):
       population = json.load(f)
     self.assertEqual(population['tensors']['selection/theta'],
                      [6, configs.AUX_PRESETS['tiny'].model.num_weights])
+    # TensorBoard's own reader sees each generation once, across the resume.
+    events = event_accumulator.EventAccumulator(os.path.join(workdir, 'tensorboard'))
+    events.Reload()
+    self.assertEqual([e.step for e in events.Tensors('selection/fitness_mean')], [1, 2, 3])
     with open(os.path.join(workdir, 'summary.json')) as f:
       summary = json.load(f)
     self.assertBetween(summary['final_test_accuracy']['selection']['mean'], 0.0, 1.0)
