@@ -17,6 +17,9 @@ plots/{fitness,heritability,phylogeny}.png; exports/<arm>-g<generation>-<k>/1 (S
 what the zoo's replication command reads) for generation 0 and the last, k = 0..num_exports-1
 adults drawn at random and k = best; population.safetensors with population.json, the final
 populations stacked ([P, N] per arm) with their architecture.
+
+--strategy=mirrored shards each arm's population over the local GPUs (or --cpu_devices logical
+CPUs): every replica develops and assesses P / replicas individuals.
 """
 
 import dataclasses
@@ -59,6 +62,12 @@ _NUM_EXPORTS = flags.DEFINE_integer('num_exports', 8, 'Adults exported at random
                                     'generation 0 and at the last (besides the best).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data dir holding mnist/3.0.1 (default: '
                                 'TFDS_DATA_DIR).')
+_STRATEGY = flags.DEFINE_enum('strategy', 'default', ['default', 'one_device', 'mirrored'],
+                              'tf.distribute strategy the population is sharded over: mirrored '
+                              'splits it across all local GPUs (or --cpu_devices).')
+_CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 0, 'Split the CPU into this many logical '
+                                    'devices (to try --strategy=mirrored without GPUs).',
+                                    lower_bound=0)
 
 CHECKPOINT = 'checkpoint.npz'
 PLOTS = ('fitness', 'heritability', 'phylogeny')
@@ -286,8 +295,13 @@ def main(argv):
     formats.check_writable(workdir)
   except formats.FormatError as e:
     _fail(f'--workdir={workdir}: {str(e).partition(": ")[2]}')
-  # TensorFlow only now that the command line is known to be good.
+  # TensorFlow only now that the command line is known to be good; the strategy before any op.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from trainers import strategies  # pylint: disable=g-import-not-at-top
+  strategy = strategies.make_strategy(_STRATEGY.value, cpu_devices=_CPU_DEVICES.value)
+  if config.population % strategy.num_replicas_in_sync:
+    _fail(f'--population={config.population} must be a multiple of the '
+          f'{strategy.num_replicas_in_sync} replicas of --strategy={_STRATEGY.value}')
   from experiments import evolve_lib  # pylint: disable=g-import-not-at-top
   from models.quine import build_quine  # pylint: disable=g-import-not-at-top
   from trainers import data as data_lib  # pylint: disable=g-import-not-at-top
@@ -314,7 +328,7 @@ def main(argv):
   images = data.train_images[-config.num_validation:]
   labels = data.train_labels[-config.num_validation:]
   model = build_quine(model_config)
-  engine = evolve_lib.Engine(model, config, images, labels)
+  engine = evolve_lib.Engine(model, config, images, labels, strategy)
   arms = evolve_lib.ARMS
 
   metrics_path = os.path.join(workdir, formats.METRICS_FILE)

@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 from unittest import mock
 
 from absl.testing import absltest
@@ -22,6 +24,34 @@ from models.quine import build_quine
 from trainers import configs
 
 evolve = import_binary('experiments.evolve')
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A process of its own: the CPU can only be split before TensorFlow initialises its devices.
+_MIRRORED_SCRIPT = r"""
+import json
+import numpy as np
+from trainers import strategies
+mirrored = strategies.make_strategy('mirrored', cpu_devices=2)
+from experiments import evolve_lib
+from models.quine import build_quine
+from trainers import configs
+model_config = configs.AUX_PRESETS['tiny'].model
+rng = np.random.default_rng(0)
+images = rng.random((40, model_config.image_size), dtype=np.float32)
+labels = rng.integers(0, model_config.num_classes, 40)
+config = evolve_lib.EvolveConfig(population=6, initial_development=5)
+out = {'replicas': mirrored.num_replicas_in_sync}
+for name, strategy in (('default', None), ('mirrored', mirrored)):
+  engine = evolve_lib.Engine(build_quine(model_config), config, images, labels, strategy)
+  adults = engine.initial(model_config)
+  assessed = [x.numpy() for x in engine.assess(adults)]
+  state = {arm: (adults, *assessed) for arm in evolve_lib.ARMS}
+  state, parents = engine.step(state, 0)
+  out[name] = {'adults': adults.tolist(), 'rho': assessed[1].tolist(),
+               'fitness': assessed[2].tolist(),
+               'next': state['selection'][0].tolist(), 'parents': parents['selection'].tolist()}
+print('RESULT ' + json.dumps(out))
+"""
 
 
 def _models(config, count):
@@ -106,6 +136,23 @@ class OperatorsTest(tf.test.TestCase):
     mean, count = evolve_lib.diversity(population, 1e-2)
     self.assertEqual(count, 3)
     self.assertGreater(mean, 0)
+
+
+@pytest.mark.slow  # a process of its own, whose CPU it splits
+class MirroredTest(absltest.TestCase):
+
+  def test_a_population_sharded_over_two_replicas_evolves_as_on_one_device(self):
+    proc = subprocess.run(
+        [sys.executable, '-c', _MIRRORED_SCRIPT], capture_output=True, text=True, timeout=300,
+        check=False, env=dict(os.environ, PYTHONPATH=_ROOT, TF_CPP_MIN_LOG_LEVEL='2'))
+    lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
+    self.assertLen(lines, 1, proc.stderr[-3000:])
+    out = json.loads(lines[0][len('RESULT '):])
+    self.assertEqual(out['replicas'], 2)
+    for key in ('adults', 'rho', 'fitness', 'next'):
+      np.testing.assert_allclose(out['mirrored'][key], out['default'][key], rtol=1e-5,
+                                 atol=1e-6, err_msg=key)
+    self.assertEqual(out['mirrored']['parents'], out['default']['parents'])
 
 
 class EvolveBinaryTest(absltest.TestCase):
