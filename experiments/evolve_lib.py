@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import backends
-from models.architecture import Architecture
+from models.quine import build_quine
 from models.stability import QUINE_RHO
 
 ARMS = ('selection', 'control')
@@ -99,7 +99,7 @@ class PopulationBackend(backends.TensorFlowBackend):
     return x[..., 0]
 
   def standardise(self, kernel, gain):
-    scale = tf.constant(float(gain) / math.sqrt(int(kernel.shape[-2])), kernel.dtype)
+    scale = tf.constant(backends.standardise_scale(kernel, gain), kernel.dtype)
     return kernel * scale / tf.sqrt(tf.reduce_mean(tf.square(kernel), axis=[-2, -1],
                                                    keepdims=True))
 
@@ -266,12 +266,11 @@ class Engine:
 
   def initial(self, model_config):
     """Generation 0: P random initialisations of the architecture, each developed."""
-    from models.quine import build_quine  # pylint: disable=g-import-not-at-top
-    import dataclasses as dc  # pylint: disable=g-import-not-at-top
     thetas = []
     for k in range(self.config.population):
       seed = (self.config.seed * self.config.population + k) % 2_000_000
-      thetas.append(build_quine(dc.replace(model_config, init_seed=seed)).flatten().numpy())
+      thetas.append(
+          build_quine(dataclasses.replace(model_config, init_seed=seed)).flatten().numpy())
     return self.develop(np.stack(thetas), self.config.initial_development).numpy()
 
   def step(self, state, generation):

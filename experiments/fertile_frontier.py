@@ -15,6 +15,7 @@ and frontier.png (accuracy along each lineage, and at generations 1, 5 and 300 a
 spectral radius). A point whose fertility report exists is not run again, so reruns resume.
 """
 
+import io
 import json
 import os
 import subprocess
@@ -134,7 +135,6 @@ def figure_png(rows):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  import io  # pylint: disable=g-import-not-at-top
 
   fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), layout='constrained')
   colours = plt.get_cmap('tab20')(range(len(rows)))

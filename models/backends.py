@@ -39,9 +39,12 @@ class Backend:
     raise NotImplementedError
 
 
-def _standardise_scale(kernel, gain):
-  """gain / sqrt(fan_in), the constant every backend multiplies by (in the kernel's dtype)."""
-  return float(gain) / float(np.sqrt(int(kernel.shape[0])))
+def standardise_scale(kernel, gain):
+  """gain / sqrt(fan_in), the constant every backend multiplies by (in the kernel's dtype).
+
+  fan_in is the kernel's second-to-last axis: [in, out], or [..., in, out] for a stack of them.
+  """
+  return float(gain) / float(np.sqrt(int(kernel.shape[-2])))
 
 
 class NumpyBackend(Backend):
@@ -60,7 +63,7 @@ class NumpyBackend(Backend):
     return x / np.float32(value)
 
   def standardise(self, kernel, gain):
-    scale = kernel.dtype.type(_standardise_scale(kernel, gain))
+    scale = kernel.dtype.type(standardise_scale(kernel, gain))
     return kernel * scale / np.sqrt(np.mean(np.square(kernel)))
 
 
@@ -89,7 +92,7 @@ class TensorFlowBackend(Backend):
 
   def standardise(self, kernel, gain):
     tf = self._tf
-    scale = tf.constant(_standardise_scale(kernel, gain), kernel.dtype)
+    scale = tf.constant(standardise_scale(kernel, gain), kernel.dtype)
     return kernel * scale / tf.sqrt(tf.reduce_mean(tf.square(kernel)))
 
 
@@ -113,7 +116,7 @@ class TorchBackend(Backend):
     return x / self._torch.tensor(np.float32(value))
 
   def standardise(self, kernel, gain):
-    scale = self._torch.tensor(_standardise_scale(kernel, gain), dtype=kernel.dtype)
+    scale = self._torch.tensor(standardise_scale(kernel, gain), dtype=kernel.dtype)
     return kernel * scale / kernel.square().mean().sqrt()
 
 

@@ -131,6 +131,48 @@ def _rho(theta, predictions):
                / max(np.sum(theta ** 2), 1e-300))
 
 
+def _regenerations(regenerate, theta, generations, accuracy=None, stop_above=None):
+  """Regenerates `theta` up to `generations` times with the quine's own float32 pass.
+
+  Returns:
+    (rhos, accuracies, diverged_at): generation g's rho (against its child) and, with `accuracy`,
+    its test accuracy, from the quine (g = 0) on. It stops after the first generation whose rho
+    exceeds `stop_above` (None: never), or at the first non-finite child: that generation's rho
+    is inf and diverged_at = g + 1 (else None).
+  """
+  rhos, accuracies, diverged_at = [], [], None
+  current = np.asarray(theta, np.float32)
+  for g in range(generations + 1):  # `current` is generation g (0: the quine itself)
+    with np.errstate(all='ignore'):
+      child = np.asarray(regenerate(current), np.float32)
+    if accuracy:
+      accuracies.append(accuracy(current))
+    if not np.all(np.isfinite(child)):
+      rhos.append(math.inf)
+      diverged_at = g + 1
+      break
+    rhos.append(_rho(current, child))
+    if stop_above is not None and rhos[-1] > stop_above:
+      break
+    current = child
+  return rhos, accuracies, diverged_at
+
+
+def _lineage_of(rhos, accuracies, diverged_at, threshold):
+  """`lineage`'s result from a run of `_regenerations`: its generations up to the first that is
+  not a quine (that one included when its child is finite)."""
+  quines = 0
+  while quines < len(rhos) and math.isfinite(rhos[quines]) and rhos[quines] <= threshold:
+    quines += 1
+  diverged = quines < len(rhos) and not math.isfinite(rhos[quines])
+  end = quines if diverged else min(quines + 1, len(rhos))
+  result = {'fertile_generations': max(quines - 1, 0), 'rhos': rhos[:end],
+            'diverged_at': diverged_at if diverged else None}
+  if accuracies:
+    result['accuracies'] = accuracies[:end]
+  return result
+
+
 def lineage(regenerate, theta, generations, threshold=QUINE_RHO, accuracy=None):
   """Regenerates `theta` up to `generations` times with the quine's own float32 pass.
 
@@ -147,25 +189,8 @@ def lineage(regenerate, theta, generations, threshold=QUINE_RHO, accuracy=None):
     non-finite one), diverged_at (the first generation with non-finite or overflowing weights,
     or None), and with `accuracy` accuracies (of the same generations).
   """
-  rhos, fertile, diverged_at, accuracies = [], 0, None, []
-  current = np.asarray(theta, np.float32)
-  for g in range(generations + 1):  # `current` is generation g (0: the quine itself)
-    with np.errstate(all='ignore'):
-      child = np.asarray(regenerate(current), np.float32)
-    if not np.all(np.isfinite(child)):
-      diverged_at = g + 1
-      break
-    rhos.append(_rho(current, child))
-    if accuracy:
-      accuracies.append(accuracy(current))
-    if rhos[-1] > threshold:
-      break
-    fertile = g
-    current = child
-  result = {'fertile_generations': fertile, 'rhos': rhos, 'diverged_at': diverged_at}
-  if accuracy:
-    result['accuracies'] = accuracies
-  return result
+  return _lineage_of(*_regenerations(regenerate, theta, generations, accuracy, threshold),
+                     threshold)
 
 
 def trajectory(regenerate, theta, generations, accuracy):
@@ -179,18 +204,7 @@ def trajectory(regenerate, theta, generations, accuracy):
     dict: rhos and accuracies, one per generation from the quine itself (generation 0) on, until
     `generations` or the first non-finite child (diverged_at, else None).
   """
-  rhos, accuracies, diverged_at = [], [], None
-  current = np.asarray(theta, np.float32)
-  for g in range(generations + 1):
-    with np.errstate(all='ignore'):
-      child = np.asarray(regenerate(current), np.float32)
-    accuracies.append(accuracy(current))
-    if not np.all(np.isfinite(child)):
-      rhos.append(math.inf)
-      diverged_at = g + 1
-      break
-    rhos.append(_rho(current, child))
-    current = child
+  rhos, accuracies, diverged_at = _regenerations(regenerate, theta, generations, accuracy)
   return {'rhos': rhos, 'accuracies': accuracies, 'diverged_at': diverged_at}
 
 
@@ -334,7 +348,12 @@ def analyse(model, config=StabilityConfig(), images=None, labels=None):
   ju = jacobian.matvec(u)
   regenerate = regeneration_pass(model)
   theta = model.flatten().numpy()
-  line = lineage(regenerate, theta, config.generations, accuracy=accuracy)
+  traced = None
+  if accuracy:  # one run of 300 generations gives the trajectory, and the lineage as its prefix
+    traced = trajectory(regenerate, theta, config.generations, accuracy)
+    line = _lineage_of(traced['rhos'], traced['accuracies'], traced['diverged_at'], QUINE_RHO)
+  else:
+    line = lineage(regenerate, theta, config.generations)
   radius = float(np.abs(values[0]))
   report = {
       'spectral_radius': radius,
@@ -354,7 +373,7 @@ def analyse(model, config=StabilityConfig(), images=None, labels=None):
   if accuracy:
     report['accuracy'] = line['accuracies'][0]
     report['lineage_accuracies'] = line['accuracies']
-    report['trajectory'] = trajectory(regenerate, theta, config.generations, accuracy)
+    report['trajectory'] = traced
   return report
 
 
