@@ -290,6 +290,13 @@ def main(argv):
     model_config, ancestor = _model_config()
   except ValueError as e:  # zoo.PretrainedError too
     _fail(e)
+  # The populations, their predictions and the next ones, in both arms: 8 [P, N] float32 arrays.
+  needed = 8 * 4 * config.population * model_config.num_weights
+  available = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  if needed > available:
+    _fail(f'--population={config.population} needs about {needed / 2**30:.1f} GiB for '
+          f'{model_config.num_weights:,} weights per quine; this machine has '
+          f'{available / 2**30:.1f} GiB')
   workdir = _WORKDIR.value
   try:
     formats.check_writable(workdir)
@@ -317,7 +324,6 @@ def main(argv):
     if _resumable(held) != _resumable(run_config):
       _fail(f'{workdir} holds another run (its {formats.CONFIG_FILE} differs); use another '
             '--workdir (only --generations may change)')
-  formats.write_json_atomic(config_path, run_config, sort_keys=True)
   try:
     data = data_lib.load_mnist(_DATA_DIR.value)
   except data_lib.DataError as e:
@@ -325,6 +331,7 @@ def main(argv):
   if not 0 < config.num_validation < len(data.train_labels):
     _fail(f'--num_validation={config.num_validation} must be below the '
           f'{len(data.train_labels)} training images')
+  formats.write_json_atomic(config_path, run_config, sort_keys=True)  # once the run can start
   images = data.train_images[-config.num_validation:]
   labels = data.train_labels[-config.num_validation:]
   model = build_quine(model_config)

@@ -33,6 +33,9 @@ from models.quine import build_quine
 from models.stability import QUINE_RHO
 
 ARMS = ('selection', 'control')
+# The most generations (or regenerations of development) a run may ask for: a larger count is a
+# typo, refused before any work (as the trainers' MAX_PHASES).
+MAX_GENERATIONS = 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +74,8 @@ class EvolveConfig:
       if getattr(self, name) <= 0:
         raise ValueError(f'--{name}={getattr(self, name)} must be positive')
     for name in ('generations', 'development', 'initial_development'):
-      if getattr(self, name) < 0:
-        raise ValueError(f'--{name}={getattr(self, name)} must be >= 0')
+      if not 0 <= getattr(self, name) <= MAX_GENERATIONS:
+        raise ValueError(f'--{name}={getattr(self, name)} must be in [0, {MAX_GENERATIONS:,}]')
     if self.tournament < 2:
       raise ValueError(f'--tournament={self.tournament} must be >= 2')
     if not (math.isfinite(self.mutation) and self.mutation >= 0):

@@ -203,6 +203,8 @@ class AuxTrainerTest(tf.test.TestCase):
       aux_train_config(method='replicate', train_only='class_head,bias').validate()
     with self.assertRaisesRegex(ValueError, '--descendants=-1 must be >= 0'):
       aux_train_config(method='replicate', descendants=-1).validate()
+    with self.assertRaisesRegex(ValueError, '--descendants=1000000 must be at most 100'):
+      aux_train_config(method='replicate', descendants=10**6).validate()
 
   def test_replicate_samples_coordinates_without_replacement(self):
     config = aux_train_config(method='replicate', optimizer='adam', coordinate_batch_size=20,

@@ -215,12 +215,21 @@ class EvolveBinaryTest(absltest.TestCase):
     self.assertIn('holds another run (its config.json differs); use another --workdir (only '
                   '--generations may change)', exited.exception.code)
 
+  def test_too_many_validation_images_are_refused_before_anything_is_written(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    with self.assertRaises(SystemExit) as exited:
+      self._run(workdir, '--num_validation=5000')  # more than the 300 fake training images
+    self.assertIn('must be below the 300 training images', exited.exception.code)
+    self.assertFalse(os.path.exists(os.path.join(workdir, 'config.json')))
+
   def test_bad_flags_are_one_line_before_any_work(self):
     workdir = self.create_tempdir().full_path
     for args, message in [
         (('--tournament=1',), '--tournament=1 must be >= 2'),
         (('--mutation=-0.1',), '--mutation=-0.1 must be a finite number >= 0'),
         (('--ancestor=stable_w142',), 'does not classify'),
+        (('--generations=2000000',), '--generations=2000000 must be in [0, 1,000,000]'),
+        (('--population=1000000000',), '--population=1000000000 needs about'),
     ]:
       with mock.patch('trainers.data.load_mnist') as load:
         with self.assertRaises(SystemExit) as exited:

@@ -34,6 +34,10 @@ _FINITE = (lambda v: v is None or math.isfinite(v), 'a finite number')
 _POSITIVE = (lambda v: v > 0, 'positive')
 _NON_NEGATIVE = (lambda v: v >= 0, '>= 0')
 _AT_LEAST_1 = (lambda v: v >= 1, '>= 1')
+# Each descendant is one more full replication pass, differentiated through, in every step.
+MAX_DESCENDANTS = 100
+_AT_MOST_MAX_DESCENDANTS = (lambda v: v <= MAX_DESCENDANTS,
+                            f'at most {MAX_DESCENDANTS} (each is a full regeneration in every step)')
 _BOTH = ('vanilla', 'auxiliary')
 
 
@@ -145,7 +149,7 @@ class TrainConfig:
   descendants: int = _flag(
       0, '--method=replicate: average the cross-entropy over the quine and its next K '
       'descendants (its child f_theta(C), grandchild, ...), so that they classify too.',
-      checks=(_NON_NEGATIVE,), binaries=('auxiliary',))
+      checks=(_NON_NEGATIVE, _AT_MOST_MAX_DESCENDANTS), binaries=('auxiliary',))
   train_only: str = _flag(
       '', '--method=replicate: comma-separated weight tensors to train, the others stay at '
       'their initial values (class_head: the random-features control); empty = all.',
