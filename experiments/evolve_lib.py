@@ -76,8 +76,11 @@ class EvolveConfig:
     for name in ('generations', 'development', 'initial_development'):
       if not 0 <= getattr(self, name) <= MAX_GENERATIONS:
         raise ValueError(f'--{name}={getattr(self, name)} must be in [0, {MAX_GENERATIONS:,}]')
-    if self.tournament < 2:
-      raise ValueError(f'--tournament={self.tournament} must be >= 2')
+    if not 2 <= self.tournament <= self.population:
+      raise ValueError(f'--tournament={self.tournament} must be in [2, --population='
+                       f'{self.population}]')
+    if not 0 <= self.seed < 2**31:
+      raise ValueError(f'--seed={self.seed} must be in [0, 2**31)')
     if not (math.isfinite(self.mutation) and self.mutation >= 0):
       raise ValueError(f'--mutation={self.mutation} must be a finite number >= 0')
     return self

@@ -225,7 +225,9 @@ class EvolveBinaryTest(absltest.TestCase):
   def test_bad_flags_are_one_line_before_any_work(self):
     workdir = self.create_tempdir().full_path
     for args, message in [
-        (('--tournament=1',), '--tournament=1 must be >= 2'),
+        (('--tournament=1',), '--tournament=1 must be in [2, --population=32]'),
+        (('--tournament=1000000000000',), 'must be in [2, --population=32]'),
+        (('--seed=-5',), '--seed=-5 must be in [0, 2**31)'),
         (('--mutation=-0.1',), '--mutation=-0.1 must be a finite number >= 0'),
         (('--ancestor=stable_w142',), 'does not classify'),
         (('--generations=2000000',), '--generations=2000000 must be in [0, 1,000,000]'),
